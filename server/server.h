@@ -1,0 +1,152 @@
+/* server.h — the operator's HTTP API (PROTOCOL.md §HTTP) on its own thread.
+ * The server owns a libevent event_base and evhttp on a private thread. It
+ * validates requests (4xx with a JSON detail), turns good ones into struct
+ * hp_cmd on a mutex-guarded queue and wakes the agent through wake_cb; it
+ * never touches agent state. /status is answered from the last snapshot the
+ * agent published (an immutable string swapped under a mutex), so it never
+ * waits for the agent. Every command handler waits (with a deadline) until
+ * the agent has processed the command, so a /status after a 200 sees it. */
+#ifndef HP_SERVER_H
+#define HP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "../agent/hp.h"
+
+struct hp_server;
+
+enum hp_cmd_kind {
+	HP_CMD_START = 0,
+	HP_CMD_STOP,
+	HP_CMD_UPDATE,
+	HP_CMD_SHUTDOWN,
+};
+
+struct hp_rank_ip {
+	int rank;
+	char *ip; /* never NULL */
+};
+
+/* StartRequest / UpdateRequest (update has no progress). Optional JSON
+ * values the agent only stores and echoes are kept as compact JSON text. */
+struct hp_start_req {
+	int rank;
+	int nnodes;
+	int fault_count;
+	char *master_addr;
+	int master_port;
+	char *log_monitoring_json; /* JSON array text, or NULL (absent/null) */
+	char *ip_version;          /* NULL when absent/null */
+	bool has_rank_ips;         /* rankIps given and not null */
+	struct hp_rank_ip *rank_ips;
+	size_t n_rank_ips;
+	char *worker_data_json;    /* any JSON, NULL when absent/null */
+	bool spare;
+	char *progress_json;       /* JSON object text; "{}" by default (start only) */
+};
+
+struct hp_stop_req {
+	char *restart_mode; /* "ipr" by default */
+	bool is_graceful;   /* false by default (null = false) */
+	int timeout;        /* seconds, -1 when absent/null */
+};
+
+struct hp_cmd {
+	enum hp_cmd_kind kind;
+	struct hp_start_req start; /* START and UPDATE */
+	struct hp_stop_req stop;   /* STOP */
+	/* private to the server: completion handshake */
+	bool done;
+	int result;                /* 0, or an HTTP status the agent wants */
+	struct hp_cmd *next;
+};
+
+struct hp_server_options {
+	const char *host;          /* "0.0.0.0" */
+	int port;                  /* 0 = pick a free one (see hp_server_port) */
+	const char *log_level;     /* access logging: "debug"/"info" log each request */
+	int max_retry;             /* bind retries (HYPERPOD_ELASTICAGENT_SERVER_MAX_RETRY, 5) */
+	double retry_delay;        /* seconds between retries (…_SERVER_DELAY, 5) */
+	double cmd_timeout;        /* seconds a handler waits for the agent (…_SERVER_TIMEOUT, 5) */
+	int keepalive_timeout;     /* seconds an idle connection is kept (5) */
+	/* called from the server thread after a command is queued; must only
+	 * wake the agent (uv_async_send) */
+	void (*wake_cb)(void *ud);
+	void *ud;
+};
+
+/* Binds (retrying as the options say) and starts the server thread.
+ * Returns NULL and logs a clear message ("port 8080 on 0.0.0.0 is in use
+ * …") when it cannot bind. */
+struct hp_server *hp_server_new(const struct hp_server_options *opts);
+
+/* The port actually bound (useful when opts.port was 0). */
+int hp_server_port(const struct hp_server *s);
+
+/* Agent side: takes the next queued command, or NULL. The agent must call
+ * hp_server_cmd_done() for each one it takes, after publishing the status
+ * that reflects it. */
+struct hp_cmd *hp_server_pop(struct hp_server *s);
+void hp_server_cmd_done(struct hp_server *s, struct hp_cmd *cmd, int result);
+
+/* Publishes a new /status body (takes ownership of json, a compact JSON
+ * object built by hp_json_status). Thread-safe. */
+void hp_server_publish(struct hp_server *s, char *json);
+
+/* Publishes extra text served on GET /metrics (takes ownership). */
+void hp_server_publish_metrics(struct hp_server *s, char *text);
+
+/* Stops accepting, lets in-flight requests finish for at most
+ * drain_timeout seconds, joins the thread and frees everything.
+ * Queued commands not yet taken are answered 503. NULL is a no-op. */
+void hp_server_free(struct hp_server *s, double drain_timeout);
+
+/* Frees the strings inside a request (not the struct itself). */
+void hp_start_req_fini(struct hp_start_req *r);
+void hp_stop_req_fini(struct hp_stop_req *r);
+
+/* ---- JSON (server/json.c, the only cJSON user with the resource-config
+ * writer) ---- */
+
+struct hp_worker_data {
+	int rank, group_rank, local_rank;
+	bool failed;
+	char *data_json; /* JSON text (a string value is stored as a JSON string) */
+};
+
+struct hp_transition {
+	const char *state; /* "INIT", ... */
+	const char *ts;    /* ISO-8601 */
+};
+
+/* Everything /status shows; NULL / negative / 0-count = key absent. */
+struct hp_status {
+	const char *status;              /* lower-case state, always */
+	const struct hp_transition *transitions; /* always (may be 0 entries) */
+	size_t n_transitions;
+	const char *reason, *message;
+	const char *restart_mode;
+	const struct hp_worker_data *worker_data;
+	size_t n_worker_data;
+	const char *rank_labels_json;    /* object text; NULL = absent */
+	const char *ipversion;
+	const char *progress_json;       /* object text; absent when NULL or "{}" */
+	const char *agent_version;
+	int assigned_rank;               /* -1 = absent */
+	bool spare;                      /* always, as "True"/"False" */
+	bool priority;                   /* "True" only when set */
+};
+
+/* Compact JSON (",", ":"), keys in the order of PROTOCOL.md. Caller frees. */
+char *hp_json_status(const struct hp_status *st);
+
+/* Decoders used by the routes and by the fuzzers. Return 0, or an HTTP
+ * status (422) with *detail_json set to a FastAPI-shaped
+ * {"detail":[{"type":…,"loc":["body",…],"msg":…,"input":…}]} (caller frees). */
+int hp_json_parse_start(const char *body, size_t len, bool is_update,
+			struct hp_start_req *out, char **detail_json);
+int hp_json_parse_stop(const char *body, size_t len, struct hp_stop_req *out,
+		       char **detail_json);
+
+#endif
