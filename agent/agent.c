@@ -1,0 +1,942 @@
+/* agent.c — the supervisor. One libuv loop owns: signals (SIGCHLD reaping
+ * with waitpid(-1), terminating signals forwarded to every worker group),
+ * the worker group and the pre/post-train scripts, the stop escalation
+ * timer, and the operator commands that the server thread queues. Every
+ * change of state goes through the fsm table and republishes /status.
+ * Never parses HTTP or JSON text itself (server/ does), never forks except
+ * through worker.c. */
+#include "agent.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "env.h"
+#include "failure.h"
+#include "fsm.h"
+#include "hp-version.h"
+#include "log.h"
+#include "logs.h"
+#include "server/server.h"
+#include "worker.h"
+#include "xalloc.h"
+
+extern char **environ;
+
+enum stage {
+	STAGE_IDLE = 0,
+	STAGE_PRE,      /* pre-train script running */
+	STAGE_TRAIN,    /* worker group running */
+	STAGE_POST,     /* post-train script running */
+	STAGE_STOPPING, /* signalled everything; waiting for the last exit */
+};
+
+/* What to do once a stop has reaped every child. */
+enum after_stop {
+	AFTER_FAULT = 0, /* a worker failed: restart (local) or wait (operator) */
+	AFTER_STOP_CMD,  /* /stop: back to READY */
+	AFTER_SHUTDOWN,  /* /shutdown: leave the loop, exit 0 */
+	AFTER_SIGNAL,    /* a terminating signal: exit 128+signo */
+};
+
+static const char *const stage_names[] = {"idle", "pre-train", "train",
+					  "post-train", "stopping"};
+
+struct worker {
+	int local_rank;
+	pid_t pid; /* 0 when not running */
+	bool failed;
+};
+
+struct hp_agent {
+	const struct hp_config *cfg;
+	uv_loop_t loop;
+	uv_signal_t sigs[7];
+	uv_async_t wake;
+	uv_timer_t kill_timer;
+	struct hp_fsm fsm;
+	struct hp_server *server;
+	struct hp_logs *logs;
+	char *run_id;
+	char hostname[256];
+	const char *entrypoint_name;
+
+	/* rendezvous: from the config (local) or /start (operator) */
+	int group_rank;
+	int nnodes;
+	char *master_addr;
+	int master_port;
+	int restart_count; /* TORCHELASTIC_RESTART_COUNT of the current attempt */
+	int assigned_rank; /* -1 until /start */
+	bool spare;
+	char *progress_json;
+	char *ip_version;
+
+	enum stage stage;
+	enum after_stop after_stop;
+	int nproc;
+	struct worker *workers;
+	int nrunning;
+	pid_t aux_pid;        /* pre/post-train script */
+	enum stage aux_stage; /* which script aux_pid is */
+
+	/* failures of the current attempt, first observed first */
+	struct hp_failure *failures;
+	size_t n_failures;
+
+	bool loop_ready;
+	bool exiting;
+	int exit_code;
+	int term_signal;
+};
+
+/* ------------------------------------------------------------------ */
+/* status                                                              */
+
+static void publish(struct hp_agent *a)
+{
+	if (!a->server)
+		return;
+	struct hp_transition tr[HP_STATE_COUNT];
+	size_t n = 0;
+	for (int s = 0; s < HP_STATE_COUNT; s++) {
+		if (a->fsm.entered[s][0]) {
+			tr[n].state = hp_state_name((enum hp_state)s);
+			tr[n].ts = a->fsm.entered[s];
+			n++;
+		}
+	}
+	struct hp_status st = {
+		.status = hp_state_lower(a->fsm.state),
+		.transitions = tr,
+		.n_transitions = n,
+		.reason = a->fsm.reason[0] ? a->fsm.reason : NULL,
+		.message = a->fsm.message[0] ? a->fsm.message : NULL,
+		.restart_mode = "process_level_restart",
+		.ipversion = a->ip_version,
+		.progress_json = a->progress_json,
+		.agent_version = HP_VERSION,
+		.assigned_rank = a->assigned_rank,
+		.spare = a->spare,
+	};
+	hp_server_publish(a->server, hp_json_status(&st));
+}
+
+static void fire(struct hp_agent *a, enum hp_event ev, const char *reason,
+		 const char *message)
+{
+	if (hp_fsm_fire(&a->fsm, ev, reason, message) == 0)
+		publish(a);
+}
+
+/* ------------------------------------------------------------------ */
+/* children                                                            */
+
+static char **worker_argv(const struct hp_agent *a)
+{
+	const struct hp_config *c = a->cfg;
+	size_t n = (size_t)c->script_argc + 4;
+	char **argv = xcalloc(n, sizeof(char *));
+	size_t k = 0;
+	if (!c->no_python) {
+		const char *py = getenv("PYTHON");
+		argv[k++] = xstrdup(py && *py ? py : "python3");
+		argv[k++] = xstrdup("-u");
+		if (c->module)
+			argv[k++] = xstrdup("-m");
+	}
+	for (int i = 0; i < c->script_argc; i++)
+		argv[k++] = xstrdup(c->script_argv[i]);
+	argv[k] = NULL;
+	return argv;
+}
+
+static void free_strv(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+static char **rank_env(const struct hp_agent *a, int local_rank,
+		       const char *error_file)
+{
+	const struct hp_config *c = a->cfg;
+	struct hp_rank_info ri = {
+		.group_rank = a->group_rank,
+		.group_world_size = a->nnodes,
+		.local_world_size = a->nproc,
+		.restart_count = a->restart_count,
+		.max_restarts = c->max_restarts,
+		.master_addr = a->master_addr,
+		.master_port = a->master_port,
+		.run_id = a->run_id,
+		.role = c->role,
+		.use_agent_store = false,
+		.spare = -1,
+	};
+	return hp_env_build(environ, &ri, local_rank, error_file, NULL);
+}
+
+/* Splits --pre-train-args shell-style: quotes and backslashes as sh. */
+static char **split_args(const char *script, const char *args)
+{
+	size_t cap = 8, n = 0;
+	char **v = xcalloc(cap, sizeof(char *));
+	v[n++] = xstrdup(script);
+	const char *p = args ? args : "";
+	char *cur = xmalloc(strlen(p) + 1);
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == '\n')
+			p++;
+		if (!*p)
+			break;
+		size_t len = 0;
+		char quote = 0;
+		for (; *p; p++) {
+			if (quote == '\'') {
+				if (*p == '\'')
+					quote = 0;
+				else
+					cur[len++] = *p;
+			} else if (quote == '"') {
+				if (*p == '"')
+					quote = 0;
+				else if (*p == '\\' && p[1] &&
+					 strchr("\"\\$`", p[1]))
+					cur[len++] = *++p;
+				else
+					cur[len++] = *p;
+			} else if (*p == '\'' || *p == '"') {
+				quote = *p;
+			} else if (*p == '\\' && p[1]) {
+				cur[len++] = *++p;
+			} else if (*p == ' ' || *p == '\t' || *p == '\n') {
+				break;
+			} else {
+				cur[len++] = *p;
+			}
+		}
+		cur[len] = '\0';
+		if (n + 2 > cap)
+			v = xrealloc(v, (cap *= 2) * sizeof(char *));
+		v[n++] = xstrdup(cur);
+	}
+	v[n] = NULL;
+	free(cur);
+	return v;
+}
+
+static int spawn_aux(struct hp_agent *a, enum stage which)
+{
+	const struct hp_config *c = a->cfg;
+	const char *script =
+		which == STAGE_PRE ? c->pre_train_script : c->post_train_script;
+	const char *args =
+		which == STAGE_PRE ? c->pre_train_args : c->post_train_args;
+	char **argv = split_args(script, args);
+	char **envp = rank_env(a, 0, NULL);
+	struct hp_spawn sp = {.argv = argv, .envp = envp, .stdout_fd = -1,
+			      .stderr_fd = -1};
+	pid_t pid = 0;
+	int rc = hp_worker_spawn(&sp, &pid);
+	free_strv(argv);
+	hp_env_free(envp);
+	if (rc < 0) {
+		hp_error("agent", "cannot run the %s script %s: %s",
+			 stage_names[which], script, strerror(-rc));
+		return rc;
+	}
+	hp_info("agent", "%s script %s started (pid %d)", stage_names[which],
+		script, (int)pid);
+	a->aux_pid = pid;
+	a->aux_stage = which;
+	a->stage = which;
+	return 0;
+}
+
+static void clear_failures(struct hp_agent *a)
+{
+	for (size_t i = 0; i < a->n_failures; i++)
+		hp_failure_fini(&a->failures[i]);
+	free(a->failures);
+	a->failures = NULL;
+	a->n_failures = 0;
+}
+
+static void add_failure(struct hp_agent *a, int local_rank, pid_t pid,
+			int status, const char *error_file)
+{
+	a->failures = xrealloc(a->failures,
+			       (a->n_failures + 1) * sizeof(*a->failures));
+	struct hp_failure *f = &a->failures[a->n_failures++];
+	*f = (struct hp_failure){
+		.rank = local_rank >= 0
+				? a->group_rank * a->nproc + local_rank
+				: -1,
+		.local_rank = local_rank,
+		.pid = pid,
+		.exitcode = WIFSIGNALED(status) ? -WTERMSIG(status)
+						: WEXITSTATUS(status),
+		.timestamp = (long)time(NULL),
+	};
+	hp_failure_load(f, error_file);
+}
+
+static void start_stop(struct hp_agent *a, enum after_stop after, int sig,
+		       int timeout_s);
+static void group_failed(struct hp_agent *a);
+
+static void spawn_group(struct hp_agent *a)
+{
+	char **argv = worker_argv(a);
+	a->stage = STAGE_TRAIN;
+	for (int i = 0; i < a->nproc; i++) {
+		struct worker *w = &a->workers[i];
+		const char *ef = hp_logs_error_file(a->logs, i);
+		char **envp = rank_env(a, i, ef);
+		int ofd = -1, efd = -1;
+		int rc = hp_logs_open_rank(a->logs, i, &ofd, &efd);
+		if (rc == 0) {
+			struct hp_spawn sp = {.argv = argv, .envp = envp,
+					      .stdout_fd = ofd,
+					      .stderr_fd = efd};
+			rc = hp_worker_spawn(&sp, &w->pid);
+			hp_logs_started_rank(a->logs, i);
+		}
+		hp_env_free(envp);
+		if (rc < 0) {
+			hp_error("agent",
+				 "cannot start worker %d: %s: %s", i, argv[0],
+				 strerror(-rc));
+			/* torchrun's convention for "could not exec" */
+			add_failure(a, i, 0, 127 << 8, NULL);
+			free(a->failures[a->n_failures - 1].message);
+			a->failures[a->n_failures - 1].message = xasprintf(
+				"cannot execute %s: %s", argv[0], strerror(-rc));
+			w->pid = 0;
+			free_strv(argv);
+			group_failed(a);
+			return;
+		}
+		w->failed = false;
+		a->nrunning++;
+		hp_debug("agent", "worker %d started (pid %d)", i, (int)w->pid);
+	}
+	free_strv(argv);
+	hp_info("agent", "started %d workers (attempt %d, group rank %d, "
+		"world size %d)", a->nproc, a->restart_count, a->group_rank,
+		a->nnodes * a->nproc);
+}
+
+static void begin_attempt(struct hp_agent *a)
+{
+	clear_failures(a);
+	if (hp_logs_begin_attempt(a->logs, a->restart_count) < 0) {
+		add_failure(a, 0, 0, 1 << 8, NULL);
+		group_failed(a);
+		return;
+	}
+	if (a->spare) {
+		hp_info("agent", "this node is a spare: not starting workers");
+		return;
+	}
+	if (a->cfg->pre_train_script) {
+		if (spawn_aux(a, STAGE_PRE) < 0) {
+			add_failure(a, -1, 0, 127 << 8, NULL);
+			group_failed(a);
+		}
+		return;
+	}
+	spawn_group(a);
+}
+
+static void finish(struct hp_agent *a, int code)
+{
+	a->exiting = true;
+	a->exit_code = code;
+	uv_stop(&a->loop);
+}
+
+static void print_summary(struct hp_agent *a)
+{
+	if (!a->n_failures)
+		return;
+	char *s = hp_failure_summary(a->entrypoint_name, a->failures,
+				     a->n_failures, a->hostname);
+	hp_error("agent", "ChildFailedError: %s", s);
+	free(s);
+}
+
+/* Local mode plays the operator: FAULTED -> STOPPING -> READY -> RUNNING. */
+static void local_restart_or_fail(struct hp_agent *a)
+{
+	const struct hp_config *c = a->cfg;
+	if (a->restart_count < c->max_restarts) {
+		print_summary(a);
+		a->restart_count++;
+		hp_warn("agent", "restarting the worker group (%d of %d "
+			"restarts)", a->restart_count, c->max_restarts);
+		fire(a, HP_EV_STOP, NULL, NULL);
+		fire(a, HP_EV_STOPPED, NULL, NULL);
+		fire(a, HP_EV_START, NULL, NULL);
+		begin_attempt(a);
+		return;
+	}
+	print_summary(a);
+	hp_error("agent", "worker group failed after %d restart(s); giving up",
+		 a->restart_count);
+	finish(a, 1);
+}
+
+static void stopped(struct hp_agent *a)
+{
+	uv_timer_stop(&a->kill_timer);
+	for (int i = 0; i < a->nproc; i++)
+		hp_logs_close_rank(a->logs, i);
+	a->stage = STAGE_IDLE;
+	hp_debug("agent", "every child stopped");
+	switch (a->after_stop) {
+	case AFTER_FAULT:
+		if (a->cfg->mode == HP_MODE_LOCAL)
+			local_restart_or_fail(a);
+		else
+			print_summary(a);
+		break;
+	case AFTER_STOP_CMD:
+		fire(a, HP_EV_STOPPED, NULL, NULL);
+		break;
+	case AFTER_SHUTDOWN:
+		finish(a, 0);
+		break;
+	case AFTER_SIGNAL:
+		finish(a, 128 + a->term_signal);
+		break;
+	}
+}
+
+static void check_stopped(struct hp_agent *a)
+{
+	if (a->stage == STAGE_STOPPING && a->nrunning == 0 && a->aux_pid == 0)
+		stopped(a);
+}
+
+static void signal_all(struct hp_agent *a, int sig)
+{
+	for (int i = 0; i < a->nproc; i++)
+		if (a->workers[i].pid > 0)
+			hp_worker_signal(a->workers[i].pid, sig);
+	if (a->aux_pid > 0)
+		hp_worker_signal(a->aux_pid, sig);
+}
+
+static void kill_timer_cb(uv_timer_t *t)
+{
+	struct hp_agent *a = t->data;
+	if (a->nrunning || a->aux_pid) {
+		hp_warn("agent", "workers still running %d s after the stop "
+			"signal: sending SIGKILL", a->cfg->shutdown_timeout);
+		signal_all(a, SIGKILL);
+	}
+}
+
+/* Signals every running child with sig; escalates to SIGKILL after
+ * timeout_s unless sig already is SIGKILL. 'after' runs once all exited. */
+static void start_stop(struct hp_agent *a, enum after_stop after, int sig,
+		       int timeout_s)
+{
+	a->after_stop = after;
+	a->stage = STAGE_STOPPING;
+	if (a->nrunning || a->aux_pid) {
+		hp_info("agent", "stopping %d worker(s) with %s", a->nrunning,
+			hp_signal_name(sig));
+		signal_all(a, sig);
+		if (sig != SIGKILL)
+			uv_timer_start(&a->kill_timer, kill_timer_cb,
+				       (uint64_t)HP_MAX(timeout_s, 0) * 1000,
+				       0);
+	}
+	check_stopped(a);
+}
+
+static void group_failed(struct hp_agent *a)
+{
+	char msg[512];
+	int off = snprintf(msg, sizeof(msg),
+			   "The processes reported a failure on ranks ");
+	for (size_t i = 0; i < a->n_failures && off < (int)sizeof(msg) - 16;
+	     i++)
+		off += snprintf(msg + off, sizeof(msg) - (size_t)off, "%s%d",
+				i ? "," : "", a->failures[i].rank);
+	fire(a, HP_EV_FAILED, "WorkerReportedFault", msg);
+	start_stop(a, AFTER_FAULT, a->cfg->shutdown_signal,
+		   a->cfg->shutdown_timeout);
+}
+
+static void job_succeeded(struct hp_agent *a)
+{
+	hp_info("agent", "training succeeded");
+	fire(a, HP_EV_SUCCEEDED, NULL, NULL);
+	a->stage = STAGE_IDLE;
+	if (a->cfg->mode == HP_MODE_LOCAL)
+		finish(a, 0);
+}
+
+static void aux_exited(struct hp_agent *a, int status)
+{
+	enum stage which = a->aux_stage;
+	a->aux_pid = 0;
+	if (a->stage == STAGE_STOPPING) {
+		check_stopped(a);
+		return;
+	}
+	bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	if (!ok) {
+		hp_error("agent", "the %s script failed (%s %d)",
+			 stage_names[which],
+			 WIFSIGNALED(status) ? "signal" : "exit code",
+			 WIFSIGNALED(status) ? WTERMSIG(status)
+					     : WEXITSTATUS(status));
+		add_failure(a, -1, 0, status, NULL);
+		free(a->failures[a->n_failures - 1].message);
+		a->failures[a->n_failures - 1].message =
+			xasprintf("%s script failed", stage_names[which]);
+		group_failed(a);
+		return;
+	}
+	if (which == STAGE_PRE)
+		spawn_group(a);
+	else
+		job_succeeded(a);
+}
+
+static void worker_exited(struct hp_agent *a, struct worker *w, int status)
+{
+	bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	pid_t pid = w->pid;
+	w->pid = 0;
+	a->nrunning--;
+	hp_logs_drain_rank(a->logs, w->local_rank);
+	if (WIFSIGNALED(status))
+		hp_info("agent", "worker %d (pid %d) killed by %s",
+			w->local_rank, (int)pid,
+			hp_signal_name(WTERMSIG(status)));
+	else
+		hp_info("agent", "worker %d (pid %d) exited with code %d",
+			w->local_rank, (int)pid, WEXITSTATUS(status));
+
+	if (a->stage == STAGE_STOPPING) {
+		/* a worker that failed by itself while we were stopping the
+		 * group is a failure too; one we killed is not */
+		if (a->after_stop == AFTER_FAULT && WIFEXITED(status) &&
+		    WEXITSTATUS(status) != 0)
+			add_failure(a, w->local_rank, pid, status,
+				    hp_logs_error_file(a->logs, w->local_rank));
+		check_stopped(a);
+		return;
+	}
+	if (a->stage != STAGE_TRAIN)
+		return;
+	if (!ok) {
+		w->failed = true;
+		add_failure(a, w->local_rank, pid, status,
+			    hp_logs_error_file(a->logs, w->local_rank));
+		group_failed(a);
+		return;
+	}
+	if (a->nrunning == 0) {
+		for (int i = 0; i < a->nproc; i++)
+			hp_logs_close_rank(a->logs, i);
+		if (a->cfg->post_train_script) {
+			if (spawn_aux(a, STAGE_POST) < 0) {
+				add_failure(a, -1, 0, 127 << 8, NULL);
+				group_failed(a);
+			}
+			return;
+		}
+		job_succeeded(a);
+	}
+}
+
+static void reap(struct hp_agent *a)
+{
+	for (;;) {
+		int status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+		if (pid <= 0)
+			break; /* 0: none ready; -1/ECHILD: no children */
+		if (pid == a->aux_pid) {
+			aux_exited(a, status);
+			continue;
+		}
+		struct worker *w = NULL;
+		for (int i = 0; i < a->nproc; i++)
+			if (a->workers[i].pid == pid)
+				w = &a->workers[i];
+		if (w)
+			worker_exited(a, w, status);
+		else
+			hp_debug("agent", "reaped orphan pid %d", (int)pid);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* signals                                                             */
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+	struct hp_agent *a = h->data;
+	switch (signum) {
+	case SIGCHLD:
+		reap(a);
+		return;
+	case SIGUSR1:
+	case SIGUSR2:
+		hp_info("agent", "forwarding %s to the workers",
+			hp_signal_name(signum));
+		signal_all(a, signum);
+		return;
+	default:
+		break;
+	}
+	if (a->term_signal) {
+		hp_warn("agent", "received %s again: forwarding it",
+			hp_signal_name(signum));
+		signal_all(a, signum);
+		return;
+	}
+	hp_warn("agent", "received %s: stopping the workers",
+		hp_signal_name(signum));
+	a->term_signal = signum;
+	fire(a, HP_EV_SHUTDOWN, NULL, NULL);
+	start_stop(a, AFTER_SIGNAL, signum, a->cfg->shutdown_timeout);
+}
+
+/* ------------------------------------------------------------------ */
+/* operator commands                                                   */
+
+static void apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
+		       bool is_start)
+{
+	a->group_rank = r->rank;
+	a->assigned_rank = r->rank;
+	a->nnodes = r->nnodes;
+	free(a->master_addr);
+	a->master_addr = xstrdup(r->master_addr);
+	a->master_port = r->master_port;
+	a->spare = r->spare;
+	if (r->ip_version) {
+		free(a->ip_version);
+		a->ip_version = xstrdup(r->ip_version);
+	}
+	if (is_start) {
+		a->restart_count = r->fault_count;
+		free(a->progress_json);
+		a->progress_json = xstrdup_or_null(r->progress_json);
+	}
+}
+
+static int cmd_start(struct hp_agent *a, struct hp_cmd *cmd)
+{
+	if (a->fsm.state != HP_STATE_READY) {
+		hp_warn("agent", "/start while %s: ignored",
+			hp_state_name(a->fsm.state));
+		return 0;
+	}
+	apply_rdzv(a, &cmd->start, true);
+	hp_info("agent", "/start: rank %d of %d, master %s:%d, fault count %d",
+		a->group_rank, a->nnodes, a->master_addr, a->master_port,
+		a->restart_count);
+	fire(a, HP_EV_START, NULL, NULL);
+	begin_attempt(a);
+	return 0;
+}
+
+static int cmd_stop(struct hp_agent *a, struct hp_cmd *cmd)
+{
+	const struct hp_stop_req *r = &cmd->stop;
+	enum hp_state s = a->fsm.state;
+	if (s == HP_STATE_STOPPING || s == HP_STATE_SHUTDOWN ||
+	    s == HP_STATE_READY || s == HP_STATE_INIT) {
+		hp_info("agent", "/stop while %s: nothing to stop",
+			hp_state_name(s));
+		return 0;
+	}
+	int timeout = r->timeout >= 0 ? r->timeout : a->cfg->shutdown_timeout;
+	int sig = r->is_graceful ? SIGUSR1 : a->cfg->shutdown_signal;
+	hp_info("agent", "/stop (restart_mode %s, graceful %s, timeout %d s)",
+		r->restart_mode ? r->restart_mode : "ipr",
+		r->is_graceful ? "yes" : "no", timeout);
+	fire(a, HP_EV_STOP, NULL, NULL);
+	if (sig == SIGKILL && r->timeout >= 0)
+		sig = SIGTERM; /* a timeout only means something with a grace */
+	start_stop(a, AFTER_STOP_CMD, sig, timeout);
+	return 0;
+}
+
+static int cmd_update(struct hp_agent *a, struct hp_cmd *cmd)
+{
+	apply_rdzv(a, &cmd->start, false);
+	hp_info("agent", "/update: rank %d of %d", a->group_rank, a->nnodes);
+	return 0;
+}
+
+static int cmd_shutdown(struct hp_agent *a)
+{
+	hp_info("agent", "/shutdown");
+	fire(a, HP_EV_SHUTDOWN, NULL, NULL);
+	if (a->stage == STAGE_STOPPING) {
+		a->after_stop = AFTER_SHUTDOWN;
+		return 0;
+	}
+	start_stop(a, AFTER_SHUTDOWN, a->cfg->shutdown_signal,
+		   a->cfg->shutdown_timeout);
+	return 0;
+}
+
+static void wake_cb(uv_async_t *h)
+{
+	struct hp_agent *a = h->data;
+	struct hp_cmd *cmd;
+	while (a->server && (cmd = hp_server_pop(a->server))) {
+		int rc = 0;
+		switch (cmd->kind) {
+		case HP_CMD_START:
+			rc = cmd_start(a, cmd);
+			break;
+		case HP_CMD_STOP:
+			rc = cmd_stop(a, cmd);
+			break;
+		case HP_CMD_UPDATE:
+			rc = cmd_update(a, cmd);
+			break;
+		case HP_CMD_SHUTDOWN:
+			rc = cmd_shutdown(a);
+			break;
+		}
+		publish(a);
+		hp_server_cmd_done(a->server, cmd, rc);
+	}
+}
+
+static void server_wake(void *ud)
+{
+	struct hp_agent *a = ud;
+	uv_async_send(&a->wake);
+}
+
+/* ------------------------------------------------------------------ */
+/* set-up                                                              */
+
+static int env_int(const char *name, int dflt)
+{
+	const char *v = getenv(name);
+	return v && *v ? atoi(v) : dflt;
+}
+
+static double env_double(const char *name, double dflt)
+{
+	const char *v = getenv(name);
+	return v && *v ? atof(v) : dflt;
+}
+
+static int start_server(struct hp_agent *a)
+{
+	const struct hp_config *c = a->cfg;
+	bool local = c->mode == HP_MODE_LOCAL;
+	struct hp_server_options o = {
+		.host = c->server_host,
+		.port = c->server_port,
+		.log_level = c->server_log_level,
+		/* a laptop run should not wait 25 s for a busy port */
+		.max_retry = local ? 1
+				   : env_int("HYPERPOD_ELASTICAGENT_SERVER_MAX_RETRY",
+					     5),
+		.retry_delay = env_double("HYPERPOD_ELASTICAGENT_SERVER_DELAY", 5),
+		.cmd_timeout =
+			env_double("HYPERPOD_ELASTICAGENT_SERVER_TIMEOUT", 5),
+		.keepalive_timeout = 5,
+		.wake_cb = server_wake,
+		.ud = a,
+	};
+	a->server = hp_server_new(&o);
+	if (!a->server) {
+		if (local) {
+			hp_warn("agent", "continuing without the operator API "
+				"(local mode)");
+			return 0;
+		}
+		return -EADDRINUSE;
+	}
+	hp_info("agent", "operator API listening on http://%s:%d",
+		c->server_host, hp_server_port(a->server));
+	return 0;
+}
+
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	int port = 29500;
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return port;
+}
+
+struct hp_agent *hp_agent_new(const struct hp_config *cfg)
+{
+	struct hp_agent *a = xcalloc(1, sizeof(*a));
+	a->cfg = cfg;
+	a->nproc = cfg->nproc_per_node;
+	a->workers = xcalloc((size_t)a->nproc, sizeof(*a->workers));
+	for (int i = 0; i < a->nproc; i++)
+		a->workers[i].local_rank = i;
+	a->assigned_rank = -1;
+	a->nnodes = cfg->nnodes_max;
+	a->group_rank = cfg->node_rank;
+	a->master_addr = xstrdup(cfg->master_addr);
+	a->master_port = cfg->master_port ? cfg->master_port : free_port();
+	if (cfg->standalone && strcmp(cfg->rdzv_id, "none") == 0) {
+		unsigned r = (unsigned)getpid() ^ (unsigned)time(NULL);
+		a->run_id = xasprintf("%08x", r * 2654435761u);
+	} else {
+		a->run_id = xstrdup(cfg->rdzv_id);
+	}
+	if (gethostname(a->hostname, sizeof(a->hostname) - 1) < 0)
+		strcpy(a->hostname, "localhost");
+	a->entrypoint_name = cfg->script_argc ? cfg->script_argv[0] : "worker";
+	hp_fsm_init(&a->fsm, cfg->inprocess_restart);
+	return a;
+}
+
+static const int handled_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP,
+				      SIGQUIT, SIGUSR1, SIGUSR2};
+
+static int setup_loop(struct hp_agent *a)
+{
+	int rc = uv_loop_init(&a->loop);
+	if (rc < 0)
+		return rc;
+	a->loop_ready = true;
+	for (size_t i = 0; i < HP_ARRAY_LEN(handled_signals); i++) {
+		uv_signal_init(&a->loop, &a->sigs[i]);
+		a->sigs[i].data = a;
+		uv_signal_start(&a->sigs[i], signal_cb, handled_signals[i]);
+	}
+	uv_async_init(&a->loop, &a->wake, wake_cb);
+	a->wake.data = a;
+	uv_timer_init(&a->loop, &a->kill_timer);
+	a->kill_timer.data = a;
+	return 0;
+}
+
+static void become_reaper(void)
+{
+	if (getpid() == 1)
+		return;
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+		hp_warn("agent", "not PID 1 and PR_SET_CHILD_SUBREAPER failed "
+			"(%s): orphaned grandchildren will not be reaped",
+			strerror(errno));
+}
+
+int hp_agent_run(struct hp_agent *a)
+{
+	const struct hp_config *c = a->cfg;
+	become_reaper();
+	int rc = setup_loop(a);
+	if (rc < 0) {
+		hp_error("agent", "cannot set up the event loop: %s",
+			 uv_strerror(rc));
+		return 1;
+	}
+	hp_info("agent", "hyperpodrun %s: %s mode (%s); %d worker(s) per node",
+		HP_VERSION, c->mode == HP_MODE_LOCAL ? "local" : "operator",
+		c->mode_reason ? c->mode_reason : "", a->nproc);
+	if (a->nproc > 1 && !getenv("OMP_NUM_THREADS"))
+		hp_warn("agent",
+			"Setting OMP_NUM_THREADS environment variable for each "
+			"process to be 1 in default, to avoid your system being "
+			"overloaded, please further tune the variable for "
+			"optimal performance in your application as needed.");
+
+	a->logs = hp_logs_new(&a->loop, c, a->run_id, a->nproc);
+	if (!a->logs) {
+		a->exit_code = 1;
+		goto out;
+	}
+	if (start_server(a) < 0) {
+		a->exit_code = 1;
+		goto out;
+	}
+	fire(a, HP_EV_READY, NULL, NULL);
+	publish(a);
+	if (c->mode == HP_MODE_LOCAL) {
+		fire(a, HP_EV_START, NULL, NULL);
+		begin_attempt(a);
+	} else {
+		hp_info("agent", "waiting for the operator's /start");
+	}
+	if (!a->exiting)
+		uv_run(&a->loop, UV_RUN_DEFAULT);
+out:
+	/* never leave a worker behind, whatever brought us here */
+	signal_all(a, SIGKILL);
+	while (a->nrunning > 0 || a->aux_pid > 0) {
+		int status;
+		pid_t pid = waitpid(-1, &status, 0);
+		if (pid < 0)
+			break;
+		if (pid == a->aux_pid)
+			a->aux_pid = 0;
+		for (int i = 0; i < a->nproc; i++)
+			if (a->workers[i].pid == pid) {
+				a->workers[i].pid = 0;
+				a->nrunning--;
+			}
+	}
+	return a->exit_code;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+void hp_agent_free(struct hp_agent *a)
+{
+	if (!a)
+		return;
+	hp_server_free(a->server, a->cfg->server_shutdown_timeout);
+	hp_logs_free(a->logs);
+	if (a->loop_ready) {
+		uv_walk(&a->loop, close_walk, NULL);
+		uv_run(&a->loop, UV_RUN_DEFAULT);
+		uv_loop_close(&a->loop);
+	}
+	clear_failures(a);
+	free(a->workers);
+	free(a->master_addr);
+	free(a->run_id);
+	free(a->progress_json);
+	free(a->ip_version);
+	free(a);
+}

@@ -1,0 +1,31 @@
+/* worker.h — fork/exec of ONE child process (a worker, or a pre/post-train
+ * script). It holds the only fork() in the tree. The child resets its
+ * signal mask and dispositions, becomes its own process group leader, asks
+ * for SIGKILL when the agent dies, and reports an exec failure through a
+ * close-on-exec pipe. Reaping is not done here: the agent reaps everything
+ * with waitpid(-1) on SIGCHLD. */
+#ifndef HP_WORKER_H
+#define HP_WORKER_H
+
+#include <sys/types.h>
+
+#include "hp.h"
+
+struct hp_spawn {
+	char *const *argv; /* argv[0] is looked up in PATH */
+	char *const *envp;
+	int stdout_fd;     /* dup2'd onto 1 in the child; -1 = inherit */
+	int stderr_fd;     /* dup2'd onto 2 in the child; -1 = inherit */
+};
+
+/* Starts the child and returns 0 with *pid set once it has exec'd, or
+ * -errno when exec failed (the child has then been reaped here, so the
+ * caller's waitpid(-1) never sees it). The caller closes its copies of
+ * stdout_fd/stderr_fd. */
+int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid);
+
+/* Signals the worker's whole process group (dumb-init). ESRCH is not an
+ * error. Returns 0 or -errno. */
+int hp_worker_signal(pid_t pgid, int sig);
+
+#endif
