@@ -5,7 +5,7 @@
  * change of state goes through the fsm table and republishes /status.
  * Never parses HTTP or JSON text itself (server/ does), never forks except
  * through worker.c. */
-#include "agent.h"
+#include "agent-private.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -26,83 +26,47 @@
 #include "hp-version.h"
 #include "log.h"
 #include "logs.h"
+#include "rendezvous/ipc.h"
+#include "rendezvous/resconf.h"
 #include "server/server.h"
 #include "worker.h"
 #include "xalloc.h"
 
 extern char **environ;
 
-enum stage {
-	STAGE_IDLE = 0,
-	STAGE_PRE,      /* pre-train script running */
-	STAGE_TRAIN,    /* worker group running */
-	STAGE_POST,     /* post-train script running */
-	STAGE_STOPPING, /* signalled everything; waiting for the last exit */
-};
-
-/* What to do once a stop has reaped every child. */
-enum after_stop {
-	AFTER_FAULT = 0, /* a worker failed: restart (local) or wait (operator) */
-	AFTER_STOP_CMD,  /* /stop: back to READY */
-	AFTER_SHUTDOWN,  /* /shutdown: leave the loop, exit 0 */
-	AFTER_SIGNAL,    /* a terminating signal: exit 128+signo */
-};
-
 static const char *const stage_names[] = {"idle", "pre-train", "train",
 					  "post-train", "stopping"};
-
-struct worker {
-	int local_rank;
-	pid_t pid; /* 0 when not running */
-	bool failed;
-};
-
-struct hp_agent {
-	const struct hp_config *cfg;
-	uv_loop_t loop;
-	uv_signal_t sigs[7];
-	uv_async_t wake;
-	uv_timer_t kill_timer;
-	struct hp_fsm fsm;
-	struct hp_server *server;
-	struct hp_logs *logs;
-	char *run_id;
-	char hostname[256];
-	const char *entrypoint_name;
-
-	/* rendezvous: from the config (local) or /start (operator) */
-	int group_rank;
-	int nnodes;
-	char *master_addr;
-	int master_port;
-	int restart_count; /* TORCHELASTIC_RESTART_COUNT of the current attempt */
-	int assigned_rank; /* -1 until /start */
-	bool spare;
-	char *progress_json;
-	char *ip_version;
-
-	enum stage stage;
-	enum after_stop after_stop;
-	int nproc;
-	struct worker *workers;
-	int nrunning;
-	pid_t aux_pid;        /* pre/post-train script */
-	enum stage aux_stage; /* which script aux_pid is */
-
-	/* failures of the current attempt, first observed first */
-	struct hp_failure *failures;
-	size_t n_failures;
-
-	bool loop_ready;
-	bool exiting;
-	int exit_code;
-	int term_signal;
-};
 
 /* ------------------------------------------------------------------ */
 /* status                                                              */
 
-static void publish(struct hp_agent *a)
+/* Every rank's rank_labels merged into one object (later ranks win). */
+static char *merged_labels(const struct hp_agent *a)
+{
+	size_t cap = 64, len = 1;
+	char *out = xmalloc(cap);
+	out[0] = '{';
+	for (int i = 0; i < a->nproc; i++) {
+		const char *l = a->workers[i].labels_json;
+		if (!l)
+			continue;
+		/* strip the braces of "{...}" and join the members */
+		size_t n = strlen(l);
+		if (n < 2 || l[0] != '{' || n == 2)
+			continue;
+		if (len + n + 2 > cap)
+			out = xrealloc(out, cap = (len + n + 2) * 2);
+		if (len > 1)
+			out[len++] = ',';
+		memcpy(out + len, l + 1, n - 2);
+		len += n - 2;
+	}
+	out[len++] = '}';
+	out[len] = '\0';
+	return out;
+}
+
+void agent_publish(struct hp_agent *a)
 {
 	if (!a->server)
 		return;
@@ -115,27 +79,52 @@ static void publish(struct hp_agent *a)
 			n++;
 		}
 	}
+	struct hp_worker_data wd[HP_MAX_LOCAL_WORKERS];
+	size_t nwd = 0;
+	char *labels = NULL;
+	if (a->ipc) {
+		for (int i = 0; i < a->nproc; i++) {
+			const struct worker *w = &a->workers[i];
+			if (w->data_rank < 0 && !w->failed)
+				continue;
+			wd[nwd++] = (struct hp_worker_data){
+				.rank = w->data_rank >= 0
+						? w->data_rank
+						: a->group_rank * a->nproc + i,
+				.group_rank = a->group_rank,
+				.local_rank = i,
+				.failed = w->failed,
+				.data_json = w->data_json,
+			};
+		}
+		labels = merged_labels(a);
+	}
 	struct hp_status st = {
 		.status = hp_state_lower(a->fsm.state),
 		.transitions = tr,
 		.n_transitions = n,
 		.reason = a->fsm.reason[0] ? a->fsm.reason : NULL,
 		.message = a->fsm.message[0] ? a->fsm.message : NULL,
-		.restart_mode = "process_level_restart",
-		.ipversion = a->ip_version,
+		.restart_mode = a->restart_mode,
+		.worker_data = wd,
+		.n_worker_data = nwd,
+		.rank_labels_json = labels,
+		.ipversion = a->resconf ? hp_resconf_ip_version(a->resconf)
+					: NULL,
 		.progress_json = a->progress_json,
 		.agent_version = HP_VERSION,
 		.assigned_rank = a->assigned_rank,
 		.spare = a->spare,
 	};
 	hp_server_publish(a->server, hp_json_status(&st));
+	free(labels);
 }
 
-static void fire(struct hp_agent *a, enum hp_event ev, const char *reason,
+void agent_fire(struct hp_agent *a, enum hp_event ev, const char *reason,
 		 const char *message)
 {
 	if (hp_fsm_fire(&a->fsm, ev, reason, message) == 0)
-		publish(a);
+		agent_publish(a);
 }
 
 /* ------------------------------------------------------------------ */
@@ -184,9 +173,70 @@ static char **rank_env(const struct hp_agent *a, int local_rank,
 		.run_id = a->run_id,
 		.role = c->role,
 		.use_agent_store = false,
-		.spare = -1,
+		.spare = a->ipc ? (int)a->spare : -1,
 	};
-	return hp_env_build(environ, &ri, local_rank, error_file, NULL);
+	char *extra[2] = {NULL, NULL};
+	if (a->ipc)
+		extra[0] = xasprintf("HYPERPOD_ELASTICAGENT_SOCKET_SERVER_PATH=%s",
+				     hp_ipc_path(a->ipc));
+	char **env = hp_env_build(environ, &ri, local_rank, error_file, extra);
+	free(extra[0]);
+	return env;
+}
+
+static void json_str(char **buf, size_t *len, size_t *cap, const char *s)
+{
+	size_t need = strlen(s) * 6 + 4; /* quotes, a separator, a NUL */
+	if (*len + need > *cap)
+		*buf = xrealloc(*buf, *cap = (*len + need) * 2);
+	char *o = *buf + *len;
+	*o++ = '"';
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\') {
+			*o++ = '\\';
+			*o++ = (char)*p;
+		} else if (*p < 0x20) {
+			o += sprintf(o, "\\u%04x", *p);
+		} else {
+			*o++ = (char)*p;
+		}
+	}
+	*o++ = '"';
+	*len = (size_t)(o - *buf);
+}
+
+char *agent_worker_envs_json(const struct hp_agent *a, int local_rank)
+{
+	int rank = a->group_rank * a->nproc + local_rank;
+	int world = a->nnodes * a->nproc;
+	char v[11][64];
+	snprintf(v[0], 64, "%d", rank);
+	snprintf(v[1], 64, "%d", a->group_rank);
+	snprintf(v[2], 64, "%d", rank);
+	snprintf(v[3], 64, "%d", world);
+	snprintf(v[4], 64, "%d", a->nnodes);
+	snprintf(v[5], 64, "%d", world);
+	snprintf(v[6], 64, "%s", a->master_addr);
+	snprintf(v[7], 64, "%d", a->master_port);
+	snprintf(v[8], 64, "%d", a->restart_count);
+	snprintf(v[9], 64, "%d", a->restart_count);
+	snprintf(v[10], 64, "%s", a->spare ? "True" : "False");
+	static const char *const keys[11] = {
+		"RANK", "GROUP_RANK", "ROLE_RANK", "WORLD_SIZE",
+		"GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE", "MASTER_ADDR",
+		"MASTER_PORT", "JOB_RESTART_COUNT",
+		"TORCHELASTIC_RESTART_COUNT", "SPARE"};
+	size_t cap = 512, len = 1;
+	char *buf = xmalloc(cap);
+	buf[0] = '{';
+	for (int i = 0; i < 11; i++) {
+		json_str(&buf, &len, &cap, keys[i]);
+		buf[len++] = ':'; /* json_str leaves room for one more byte */
+		json_str(&buf, &len, &cap, v[i]);
+		buf[len++] = i < 10 ? ',' : '}';
+	}
+	buf[len] = '\0';
+	return buf;
 }
 
 /* Splits --pre-train-args shell-style: quotes and backslashes as sh. */
@@ -294,9 +344,6 @@ static void add_failure(struct hp_agent *a, int local_rank, pid_t pid,
 	hp_failure_load(f, error_file);
 }
 
-static void start_stop(struct hp_agent *a, enum after_stop after, int sig,
-		       int timeout_s);
-static void group_failed(struct hp_agent *a);
 
 static void spawn_group(struct hp_agent *a)
 {
@@ -327,7 +374,7 @@ static void spawn_group(struct hp_agent *a)
 				"cannot execute %s: %s", argv[0], strerror(-rc));
 			w->pid = 0;
 			free_strv(argv);
-			group_failed(a);
+			agent_group_failed(a);
 			return;
 		}
 		w->failed = false;
@@ -338,14 +385,16 @@ static void spawn_group(struct hp_agent *a)
 	hp_info("agent", "started %d workers (attempt %d, group rank %d, "
 		"world size %d)", a->nproc, a->restart_count, a->group_rank,
 		a->nnodes * a->nproc);
+	if (a->ipc)
+		ipr_group_spawned(a);
 }
 
-static void begin_attempt(struct hp_agent *a)
+void agent_begin_attempt(struct hp_agent *a)
 {
 	clear_failures(a);
 	if (hp_logs_begin_attempt(a->logs, a->restart_count) < 0) {
 		add_failure(a, 0, 0, 1 << 8, NULL);
-		group_failed(a);
+		agent_group_failed(a);
 		return;
 	}
 	if (a->spare) {
@@ -355,14 +404,14 @@ static void begin_attempt(struct hp_agent *a)
 	if (a->cfg->pre_train_script) {
 		if (spawn_aux(a, STAGE_PRE) < 0) {
 			add_failure(a, -1, 0, 127 << 8, NULL);
-			group_failed(a);
+			agent_group_failed(a);
 		}
 		return;
 	}
 	spawn_group(a);
 }
 
-static void finish(struct hp_agent *a, int code)
+void agent_finish(struct hp_agent *a, int code)
 {
 	a->exiting = true;
 	a->exit_code = code;
@@ -383,21 +432,35 @@ static void print_summary(struct hp_agent *a)
 static void local_restart_or_fail(struct hp_agent *a)
 {
 	const struct hp_config *c = a->cfg;
-	if (a->restart_count < c->max_restarts) {
-		print_summary(a);
+	if (a->plr_restarts < c->max_restarts) {
+		if (a->n_failures) {
+			const struct hp_failure *f =
+				&a->failures[hp_failure_root(a->failures,
+							     a->n_failures)];
+			hp_warn("agent", "worker group failed: rank %d "
+				"(local_rank %d) exitcode %d", f->rank,
+				f->local_rank, f->exitcode);
+		}
+		a->plr_restarts++;
 		a->restart_count++;
 		hp_warn("agent", "restarting the worker group (%d of %d "
-			"restarts)", a->restart_count, c->max_restarts);
-		fire(a, HP_EV_STOP, NULL, NULL);
-		fire(a, HP_EV_STOPPED, NULL, NULL);
-		fire(a, HP_EV_START, NULL, NULL);
-		begin_attempt(a);
+			"restarts)", a->plr_restarts, c->max_restarts);
+		if (a->ipc) {
+			/* IPR: fresh processes go back to INIT and the
+			 * barrier; READY and the release follow by themselves */
+			agent_fire(a, HP_EV_REINIT, NULL, NULL);
+		} else {
+			agent_fire(a, HP_EV_STOP, NULL, NULL);
+			agent_fire(a, HP_EV_STOPPED, NULL, NULL);
+			agent_fire(a, HP_EV_START, NULL, NULL);
+		}
+		agent_begin_attempt(a);
 		return;
 	}
 	print_summary(a);
 	hp_error("agent", "worker group failed after %d restart(s); giving up",
-		 a->restart_count);
-	finish(a, 1);
+		 a->plr_restarts);
+	agent_finish(a, 1);
 }
 
 static void stopped(struct hp_agent *a)
@@ -415,13 +478,17 @@ static void stopped(struct hp_agent *a)
 			print_summary(a);
 		break;
 	case AFTER_STOP_CMD:
-		fire(a, HP_EV_STOPPED, NULL, NULL);
+		agent_fire(a, HP_EV_STOPPED, NULL, NULL);
 		break;
 	case AFTER_SHUTDOWN:
-		finish(a, 0);
+		agent_finish(a, 0);
 		break;
 	case AFTER_SIGNAL:
-		finish(a, 128 + a->term_signal);
+		agent_finish(a, 128 + a->term_signal);
+		break;
+	case AFTER_RESPAWN:
+		a->restart_count++;
+		agent_begin_attempt(a);
 		break;
 	}
 }
@@ -453,7 +520,7 @@ static void kill_timer_cb(uv_timer_t *t)
 
 /* Signals every running child with sig; escalates to SIGKILL after
  * timeout_s unless sig already is SIGKILL. 'after' runs once all exited. */
-static void start_stop(struct hp_agent *a, enum after_stop after, int sig,
+void agent_start_stop(struct hp_agent *a, enum after_stop after, int sig,
 		       int timeout_s)
 {
 	a->after_stop = after;
@@ -470,7 +537,7 @@ static void start_stop(struct hp_agent *a, enum after_stop after, int sig,
 	check_stopped(a);
 }
 
-static void group_failed(struct hp_agent *a)
+void agent_group_failed(struct hp_agent *a)
 {
 	char msg[512];
 	int off = snprintf(msg, sizeof(msg),
@@ -479,18 +546,18 @@ static void group_failed(struct hp_agent *a)
 	     i++)
 		off += snprintf(msg + off, sizeof(msg) - (size_t)off, "%s%d",
 				i ? "," : "", a->failures[i].rank);
-	fire(a, HP_EV_FAILED, "WorkerReportedFault", msg);
-	start_stop(a, AFTER_FAULT, a->cfg->shutdown_signal,
+	agent_fire(a, HP_EV_FAILED, "WorkerReportedFault", msg);
+	agent_start_stop(a, AFTER_FAULT, a->cfg->shutdown_signal,
 		   a->cfg->shutdown_timeout);
 }
 
 static void job_succeeded(struct hp_agent *a)
 {
 	hp_info("agent", "training succeeded");
-	fire(a, HP_EV_SUCCEEDED, NULL, NULL);
+	agent_fire(a, HP_EV_SUCCEEDED, NULL, NULL);
 	a->stage = STAGE_IDLE;
 	if (a->cfg->mode == HP_MODE_LOCAL)
-		finish(a, 0);
+		agent_finish(a, 0);
 }
 
 static void aux_exited(struct hp_agent *a, int status)
@@ -512,7 +579,7 @@ static void aux_exited(struct hp_agent *a, int status)
 		free(a->failures[a->n_failures - 1].message);
 		a->failures[a->n_failures - 1].message =
 			xasprintf("%s script failed", stage_names[which]);
-		group_failed(a);
+		agent_group_failed(a);
 		return;
 	}
 	if (which == STAGE_PRE)
@@ -552,7 +619,10 @@ static void worker_exited(struct hp_agent *a, struct worker *w, int status)
 		w->failed = true;
 		add_failure(a, w->local_rank, pid, status,
 			    hp_logs_error_file(a->logs, w->local_rank));
-		group_failed(a);
+		if (a->ipc)
+			ipr_worker_died(a);
+		else
+			agent_group_failed(a);
 		return;
 	}
 	if (a->nrunning == 0) {
@@ -561,7 +631,7 @@ static void worker_exited(struct hp_agent *a, struct worker *w, int status)
 		if (a->cfg->post_train_script) {
 			if (spawn_aux(a, STAGE_POST) < 0) {
 				add_failure(a, -1, 0, 127 << 8, NULL);
-				group_failed(a);
+				agent_group_failed(a);
 			}
 			return;
 		}
@@ -619,14 +689,14 @@ static void signal_cb(uv_signal_t *h, int signum)
 	hp_warn("agent", "received %s: stopping the workers",
 		hp_signal_name(signum));
 	a->term_signal = signum;
-	fire(a, HP_EV_SHUTDOWN, NULL, NULL);
-	start_stop(a, AFTER_SIGNAL, signum, a->cfg->shutdown_timeout);
+	agent_fire(a, HP_EV_SHUTDOWN, NULL, NULL);
+	agent_start_stop(a, AFTER_SIGNAL, signum, a->cfg->shutdown_timeout);
 }
 
 /* ------------------------------------------------------------------ */
 /* operator commands                                                   */
 
-static void apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
+void agent_apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
 		       bool is_start)
 {
 	a->group_rank = r->rank;
@@ -636,10 +706,9 @@ static void apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
 	a->master_addr = xstrdup(r->master_addr);
 	a->master_port = r->master_port;
 	a->spare = r->spare;
-	if (r->ip_version) {
-		free(a->ip_version);
-		a->ip_version = xstrdup(r->ip_version);
-	}
+	if (a->resconf)
+		hp_resconf_apply(a->resconf, r->rank, r->nnodes, r->rank_ips,
+				 r->n_rank_ips, r->has_rank_ips, r->ip_version);
 	if (is_start) {
 		a->restart_count = r->fault_count;
 		free(a->progress_json);
@@ -649,17 +718,19 @@ static void apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
 
 static int cmd_start(struct hp_agent *a, struct hp_cmd *cmd)
 {
+	if (a->ipc)
+		return ipr_cmd_start(a, &cmd->start);
 	if (a->fsm.state != HP_STATE_READY) {
 		hp_warn("agent", "/start while %s: ignored",
 			hp_state_name(a->fsm.state));
 		return 0;
 	}
-	apply_rdzv(a, &cmd->start, true);
+	agent_apply_rdzv(a, &cmd->start, true);
 	hp_info("agent", "/start: rank %d of %d, master %s:%d, fault count %d",
 		a->group_rank, a->nnodes, a->master_addr, a->master_port,
 		a->restart_count);
-	fire(a, HP_EV_START, NULL, NULL);
-	begin_attempt(a);
+	agent_fire(a, HP_EV_START, NULL, NULL);
+	agent_begin_attempt(a);
 	return 0;
 }
 
@@ -667,6 +738,8 @@ static int cmd_stop(struct hp_agent *a, struct hp_cmd *cmd)
 {
 	const struct hp_stop_req *r = &cmd->stop;
 	enum hp_state s = a->fsm.state;
+	if (a->ipc)
+		return ipr_cmd_stop(a, r);
 	if (s == HP_STATE_STOPPING || s == HP_STATE_SHUTDOWN ||
 	    s == HP_STATE_READY || s == HP_STATE_INIT) {
 		hp_info("agent", "/stop while %s: nothing to stop",
@@ -678,16 +751,18 @@ static int cmd_stop(struct hp_agent *a, struct hp_cmd *cmd)
 	hp_info("agent", "/stop (restart_mode %s, graceful %s, timeout %d s)",
 		r->restart_mode ? r->restart_mode : "ipr",
 		r->is_graceful ? "yes" : "no", timeout);
-	fire(a, HP_EV_STOP, NULL, NULL);
+	agent_fire(a, HP_EV_STOP, NULL, NULL);
 	if (sig == SIGKILL && r->timeout >= 0)
 		sig = SIGTERM; /* a timeout only means something with a grace */
-	start_stop(a, AFTER_STOP_CMD, sig, timeout);
+	agent_start_stop(a, AFTER_STOP_CMD, sig, timeout);
 	return 0;
 }
 
 static int cmd_update(struct hp_agent *a, struct hp_cmd *cmd)
 {
-	apply_rdzv(a, &cmd->start, false);
+	if (a->ipc)
+		return ipr_cmd_update(a, &cmd->start);
+	agent_apply_rdzv(a, &cmd->start, false);
 	hp_info("agent", "/update: rank %d of %d", a->group_rank, a->nnodes);
 	return 0;
 }
@@ -695,12 +770,12 @@ static int cmd_update(struct hp_agent *a, struct hp_cmd *cmd)
 static int cmd_shutdown(struct hp_agent *a)
 {
 	hp_info("agent", "/shutdown");
-	fire(a, HP_EV_SHUTDOWN, NULL, NULL);
+	agent_fire(a, HP_EV_SHUTDOWN, NULL, NULL);
 	if (a->stage == STAGE_STOPPING) {
 		a->after_stop = AFTER_SHUTDOWN;
 		return 0;
 	}
-	start_stop(a, AFTER_SHUTDOWN, a->cfg->shutdown_signal,
+	agent_start_stop(a, AFTER_SHUTDOWN, a->cfg->shutdown_signal,
 		   a->cfg->shutdown_timeout);
 	return 0;
 }
@@ -725,7 +800,7 @@ static void wake_cb(uv_async_t *h)
 			rc = cmd_shutdown(a);
 			break;
 		}
-		publish(a);
+		agent_publish(a);
 		hp_server_cmd_done(a->server, cmd, rc);
 	}
 }
@@ -805,8 +880,10 @@ struct hp_agent *hp_agent_new(const struct hp_config *cfg)
 	a->cfg = cfg;
 	a->nproc = cfg->nproc_per_node;
 	a->workers = xcalloc((size_t)a->nproc, sizeof(*a->workers));
-	for (int i = 0; i < a->nproc; i++)
+	for (int i = 0; i < a->nproc; i++) {
 		a->workers[i].local_rank = i;
+		a->workers[i].data_rank = -1;
+	}
 	a->assigned_rank = -1;
 	a->nnodes = cfg->nnodes_max;
 	a->group_rank = cfg->node_rank;
@@ -848,6 +925,8 @@ static int setup_loop(struct hp_agent *a)
 
 static void become_reaper(void)
 {
+	/* a worker (or a console pipe) may vanish while we write to it */
+	signal(SIGPIPE, SIG_IGN);
 	if (getpid() == 1)
 		return;
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
@@ -881,16 +960,35 @@ int hp_agent_run(struct hp_agent *a)
 		a->exit_code = 1;
 		goto out;
 	}
+	const char *rcdir = getenv("HYPERPOD_RESOURCE_CONFIG_DIR");
+	if (c->mode == HP_MODE_OPERATOR || (rcdir && *rcdir)) {
+		a->resconf = hp_resconf_new(rcdir && *rcdir ? rcdir : NULL);
+		if (!a->resconf && c->mode == HP_MODE_OPERATOR) {
+			a->exit_code = 1;
+			goto out;
+		}
+	}
+	if (c->inprocess_restart && ipr_setup(a) < 0) {
+		a->exit_code = 1;
+		goto out;
+	}
+	a->restart_mode = c->inprocess_restart ? "in_process_restart"
+					       : "process_level_restart";
 	if (start_server(a) < 0) {
 		a->exit_code = 1;
 		goto out;
 	}
-	fire(a, HP_EV_READY, NULL, NULL);
-	publish(a);
-	if (c->mode == HP_MODE_LOCAL) {
-		fire(a, HP_EV_START, NULL, NULL);
-		begin_attempt(a);
+	agent_publish(a);
+	if (c->inprocess_restart) {
+		/* IPR: workers start at once and wait at the barrier; READY
+		 * comes when every local rank is there */
+		agent_begin_attempt(a);
+	} else if (c->mode == HP_MODE_LOCAL) {
+		agent_fire(a, HP_EV_READY, NULL, NULL);
+		agent_fire(a, HP_EV_START, NULL, NULL);
+		agent_begin_attempt(a);
 	} else {
+		agent_fire(a, HP_EV_READY, NULL, NULL);
 		hp_info("agent", "waiting for the operator's /start");
 	}
 	if (!a->exiting)
@@ -926,7 +1024,10 @@ void hp_agent_free(struct hp_agent *a)
 	if (!a)
 		return;
 	hp_server_free(a->server, a->cfg->server_shutdown_timeout);
+	ipr_teardown(a);
 	hp_logs_free(a->logs);
+	hp_resconf_free(a->resconf);
+	ipr_free_worker_data(a);
 	if (a->loop_ready) {
 		uv_walk(&a->loop, close_walk, NULL);
 		uv_run(&a->loop, UV_RUN_DEFAULT);
@@ -937,6 +1038,5 @@ void hp_agent_free(struct hp_agent *a)
 	free(a->master_addr);
 	free(a->run_id);
 	free(a->progress_json);
-	free(a->ip_version);
 	free(a);
 }

@@ -1,0 +1,417 @@
+/* ipr.c — the in-process restart flow (PROTOCOL.md §IPR). Workers stay
+ * alive across a fault: the agent tells them (job_fault), waits for every
+ * local rank at the barrier for at most --inprocess-timeout, then releases
+ * them (job_start) with fresh rank information. A miss, a dead worker, a
+ * dropped connection during the wait, or an explicit request turns it into
+ * a process-level restart. Owns no process: kills and spawns go through
+ * agent.c. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent-private.h"
+#include "log.h"
+#include "rendezvous/ipc.h"
+#include "rendezvous/resconf.h"
+#include "server/server.h"
+#include "xalloc.h"
+
+static void cancel_wait(struct hp_agent *a)
+{
+	a->ipr_wait = IPR_WAIT_NONE;
+	uv_timer_stop(&a->ipr_timer);
+}
+
+static void clear_rank_reports(struct hp_agent *a)
+{
+	for (int i = 0; i < a->nproc; i++)
+		a->workers[i].failed = false;
+	free(a->failed_ranks);
+	a->failed_ranks = NULL;
+}
+
+void ipr_free_worker_data(struct hp_agent *a)
+{
+	for (int i = 0; i < a->nproc; i++) {
+		struct worker *w = &a->workers[i];
+		free(w->data_json);
+		free(w->labels_json);
+		w->data_json = NULL;
+		w->labels_json = NULL;
+		w->data_rank = -1;
+	}
+	free(a->failed_ranks);
+	a->failed_ranks = NULL;
+}
+
+/* {"rank_ips": <the last request's rankIps>, "aggregate_worker_data":
+ * {"<global rank>": <data>, …}} */
+static char *aggregate_json(const struct hp_agent *a)
+{
+	char *ips = a->resconf ? hp_resconf_rank_ips_json(a->resconf)
+			       : xstrdup("null");
+	size_t cap = strlen(ips) + 128, len = 0;
+	for (int i = 0; i < a->nproc; i++)
+		if (a->workers[i].data_json)
+			cap += strlen(a->workers[i].data_json) + 24;
+	char *out = xmalloc(cap);
+	len += (size_t)snprintf(out, cap,
+				"{\"rank_ips\":%s,\"aggregate_worker_data\":{",
+				ips);
+	bool first = true;
+	for (int i = 0; i < a->nproc; i++) {
+		const struct worker *w = &a->workers[i];
+		if (!w->data_json || w->data_rank < 0)
+			continue;
+		len += (size_t)snprintf(out + len, cap - len, "%s\"%d\":%s",
+					first ? "" : ",", w->data_rank,
+					w->data_json);
+		first = false;
+	}
+	snprintf(out + len, cap - len, "}}");
+	free(ips);
+	return out;
+}
+
+/* job_start (release) or job_rank_info (/update) to every local rank. */
+static void push_rank_info(struct hp_agent *a, bool release)
+{
+	char *agg = aggregate_json(a);
+	for (int i = 0; i < a->nproc; i++) {
+		char *envs = agent_worker_envs_json(a, i);
+		if (release)
+			hp_ipc_send_start(a->ipc, i, envs, agg);
+		else
+			hp_ipc_send_rank_info(a->ipc, i, envs, agg);
+		free(envs);
+	}
+	free(agg);
+}
+
+static void release(struct hp_agent *a)
+{
+	a->start_pending = false;
+	agent_fire(a, HP_EV_START, "RunningStarted", NULL);
+	if (a->spare) {
+		hp_info("ipr", "this node is a spare: workers stay at the "
+			"barrier");
+		return;
+	}
+	clear_rank_reports(a);
+	a->restart_mode = "in_process_restart";
+	push_rank_info(a, true);
+	hp_info("ipr", "released %d local rank(s) (restart count %d)", a->nproc,
+		a->restart_count);
+	agent_publish(a);
+}
+
+static void barrier_check(struct hp_agent *a)
+{
+	if (a->ipr_wait == IPR_WAIT_NONE ||
+	    !hp_ipc_all_in_state(a->ipc, HP_IPC_AT_BARRIER))
+		return;
+	enum ipr_wait was = a->ipr_wait;
+	cancel_wait(a);
+	hp_info("ipr", "every local rank is at the barrier");
+	agent_fire(a, was == IPR_WAIT_INIT ? HP_EV_READY : HP_EV_STOPPED, NULL,
+		   NULL);
+	if (a->cfg->mode == HP_MODE_LOCAL || a->start_pending)
+		release(a);
+}
+
+static void wait_timeout_cb(uv_timer_t *t)
+{
+	struct hp_agent *a = t->data;
+	char missing[512] = "";
+	int off = 0;
+	for (int i = 0; i < a->nproc && off < (int)sizeof(missing) - 12; i++)
+		if (hp_ipc_rank_state(a->ipc, i) != HP_IPC_AT_BARRIER)
+			off += snprintf(missing + off,
+					sizeof(missing) - (size_t)off, "%s%d",
+					off ? "," : "", i);
+	char why[700];
+	snprintf(why, sizeof(why),
+		 "local rank(s) %s not at the barrier within "
+		 "--inprocess-timeout=%g s",
+		 missing, a->cfg->inprocess_timeout);
+	ipr_process_level_restart(a, why);
+}
+
+static void start_wait(struct hp_agent *a, enum ipr_wait why)
+{
+	a->ipr_wait = why;
+	if (a->cfg->inprocess_timeout > 0)
+		uv_timer_start(&a->ipr_timer, wait_timeout_cb,
+			       (uint64_t)(a->cfg->inprocess_timeout * 1000.0),
+			       0);
+	barrier_check(a);
+}
+
+void ipr_group_spawned(struct hp_agent *a)
+{
+	hp_ipc_reset_states(a->ipc);
+	clear_rank_reports(a);
+	start_wait(a, IPR_WAIT_INIT);
+}
+
+/* The in-process cycle: fault to every rank, wait at the barrier. */
+static void inprocess_restart(struct hp_agent *a)
+{
+	agent_fire(a, HP_EV_STOP, NULL, NULL);
+	a->restart_count++;
+	if (a->resconf)
+		hp_resconf_reset_ip_version(a->resconf);
+	hp_info("ipr", "in-process restart %d: asking every rank back to "
+		"the barrier", a->restart_count);
+	hp_ipc_send_fault(a->ipc, HP_IPC_ALL_RANKS, a->restart_count);
+	agent_publish(a);
+	start_wait(a, IPR_WAIT_STOP);
+}
+
+void ipr_process_level_restart(struct hp_agent *a, const char *why)
+{
+	hp_warn("ipr", "process-level restart: %s", why);
+	cancel_wait(a);
+	a->start_pending = false;
+	hp_ipc_drop_clients(a->ipc);
+	if (a->resconf)
+		hp_resconf_reset_ip_version(a->resconf);
+	/* local mode counts it against --max-restarts (AFTER_FAULT);
+	 * the operator decides for itself */
+	agent_start_stop(a,
+			 a->cfg->mode == HP_MODE_LOCAL ? AFTER_FAULT
+						       : AFTER_RESPAWN,
+			 a->cfg->shutdown_signal, a->cfg->shutdown_timeout);
+}
+
+void ipr_worker_died(struct hp_agent *a)
+{
+	if (a->ipr_wait != IPR_WAIT_NONE ||
+	    a->fsm.state == HP_STATE_STOPPING) {
+		ipr_process_level_restart(a, "a worker process died during "
+				      "the barrier wait");
+		return;
+	}
+	cancel_wait(a);
+	hp_ipc_drop_clients(a->ipc);
+	agent_group_failed(a);
+}
+
+int ipr_cmd_start(struct hp_agent *a, const struct hp_start_req *r)
+{
+	bool was_spare = a->spare;
+	agent_apply_rdzv(a, r, true);
+	hp_info("ipr", "/start: rank %d of %d, master %s:%d, fault count %d",
+		a->group_rank, a->nnodes, a->master_addr, a->master_port,
+		a->restart_count);
+	if (!was_spare && a->spare && a->nrunning) {
+		ipr_process_level_restart(a, "this node became a spare");
+		return 0;
+	}
+	switch (a->fsm.state) {
+	case HP_STATE_READY:
+		release(a);
+		break;
+	case HP_STATE_INIT:
+	case HP_STATE_STOPPING:
+		hp_info("ipr", "/start before every rank is at the barrier: "
+			"releasing when they are");
+		a->start_pending = true;
+		break;
+	default:
+		hp_warn("ipr", "/start while %s: ignored",
+			hp_state_name(a->fsm.state));
+		break;
+	}
+	return 0;
+}
+
+int ipr_cmd_stop(struct hp_agent *a, const struct hp_stop_req *r)
+{
+	enum hp_state s = a->fsm.state;
+	if (s != HP_STATE_RUNNING && s != HP_STATE_FAULTED &&
+	    s != HP_STATE_COMPLETED) {
+		hp_info("ipr", "/stop while %s: nothing to stop",
+			hp_state_name(s));
+		return 0;
+	}
+	const char *mode = r->restart_mode ? r->restart_mode : "ipr";
+	bool plr = strcmp(mode, "plr") == 0 ||
+		   strcmp(mode, "process_level_restart") == 0;
+	if (!plr && strcmp(mode, "ipr") != 0 &&
+	    strcmp(mode, "in_process_restart") != 0)
+		hp_error("ipr", "/stop: unknown restart_mode '%s': using an "
+			 "in-process restart", mode);
+	hp_info("ipr", "/stop (restart_mode %s)", mode);
+	if (plr || a->stage != STAGE_TRAIN || a->nrunning < a->nproc) {
+		/* no live group to restart in place */
+		agent_fire(a, HP_EV_STOP, NULL, NULL);
+		if (a->stage == STAGE_STOPPING) {
+			a->after_stop = AFTER_RESPAWN;
+			return 0;
+		}
+		cancel_wait(a);
+		hp_ipc_drop_clients(a->ipc);
+		if (a->resconf)
+			hp_resconf_reset_ip_version(a->resconf);
+		agent_start_stop(a, AFTER_RESPAWN,
+				 r->is_graceful ? SIGUSR1
+						: a->cfg->shutdown_signal,
+				 r->timeout >= 0 ? r->timeout
+						 : a->cfg->shutdown_timeout);
+		return 0;
+	}
+	inprocess_restart(a);
+	return 0;
+}
+
+int ipr_cmd_update(struct hp_agent *a, const struct hp_start_req *r)
+{
+	bool was_spare = a->spare;
+	agent_apply_rdzv(a, r, false);
+	hp_info("ipr", "/update: rank %d of %d", a->group_rank, a->nnodes);
+	if (!was_spare && a->spare && a->nrunning) {
+		ipr_process_level_restart(a, "this node became a spare");
+		return 0;
+	}
+	push_rank_info(a, false);
+	return 0;
+}
+
+/* ---- IPC callbacks ------------------------------------------------- */
+
+static void on_init(void *ud, int local_rank)
+{
+	(void)ud;
+	hp_debug("ipr", "local rank %d connected", local_rank);
+}
+
+static void on_barrier(void *ud, int local_rank)
+{
+	struct hp_agent *a = ud;
+	hp_debug("ipr", "local rank %d at the barrier", local_rank);
+	barrier_check(a);
+}
+
+static void on_past_barrier(void *ud, int local_rank)
+{
+	struct hp_agent *a = ud;
+	struct worker *w = &a->workers[local_rank];
+	w->failed = false;
+	free(w->data_json);
+	w->data_json = NULL;
+	w->data_rank = -1;
+	agent_publish(a);
+}
+
+static void append_failed_rank(struct hp_agent *a, int rank)
+{
+	char *old = a->failed_ranks;
+	a->failed_ranks = old ? xasprintf("%s,%d", old, rank)
+			      : xasprintf("%d", rank);
+	free(old);
+}
+
+static void on_fault(void *ud, int local_rank, int rank, const char *reason,
+		     const char *message, const char *restart_mode)
+{
+	struct hp_agent *a = ud;
+	struct worker *w = &a->workers[local_rank];
+	if (rank < 0)
+		rank = a->group_rank * a->nproc + local_rank;
+	w->failed = true;
+	append_failed_rank(a, rank);
+	hp_warn("ipr", "rank %d (local %d) reported a fault: %s %s", rank,
+		local_rank, reason ? reason : "", message ? message : "");
+	if (restart_mode && strcmp(restart_mode, "process_level_restart") == 0)
+		a->restart_mode = "process_level_restart";
+	else if (restart_mode && strcmp(restart_mode, "job_level_restart") == 0)
+		a->restart_mode = "job_level_restart";
+	if (restart_mode &&
+	    strcmp(restart_mode, "local_process_level_restart") == 0) {
+		ipr_process_level_restart(a, "a worker asked for a local "
+				      "process-level restart");
+		return;
+	}
+	if (a->fsm.state == HP_STATE_STOPPING) {
+		agent_publish(a);
+		return; /* a restart is under way already */
+	}
+	char *msg = message ? NULL
+			    : xasprintf("The processes reported a failure on "
+					"ranks %s",
+					a->failed_ranks);
+	agent_fire(a, HP_EV_FAILED, reason ? reason : "WorkerReportedFault",
+		   message ? message : msg);
+	free(msg);
+	agent_publish(a);
+	if (a->cfg->mode == HP_MODE_LOCAL && a->fsm.state == HP_STATE_FAULTED &&
+	    a->stage == STAGE_TRAIN)
+		inprocess_restart(a);
+}
+
+static void on_data(void *ud, int local_rank, int rank, const char *data_json)
+{
+	struct hp_agent *a = ud;
+	struct worker *w = &a->workers[local_rank];
+	free(w->data_json);
+	w->data_json = xstrdup(data_json);
+	w->data_rank = rank >= 0 ? rank : a->group_rank * a->nproc + local_rank;
+	agent_publish(a);
+}
+
+static void on_labels(void *ud, int local_rank, const char *labels_json)
+{
+	struct hp_agent *a = ud;
+	struct worker *w = &a->workers[local_rank];
+	free(w->labels_json);
+	w->labels_json = xstrdup(labels_json);
+	agent_publish(a);
+}
+
+static void on_disconnect(void *ud, int local_rank)
+{
+	struct hp_agent *a = ud;
+	if (a->ipr_wait == IPR_WAIT_STOP) {
+		char why[128];
+		snprintf(why, sizeof(why),
+			 "local rank %d dropped its connection during the "
+			 "barrier wait", local_rank);
+		ipr_process_level_restart(a, why);
+		return;
+	}
+	hp_debug("ipr", "local rank %d disconnected", local_rank);
+}
+
+int ipr_setup(struct hp_agent *a)
+{
+	static const struct hp_ipc_callbacks cbs = {
+		.on_init = on_init,
+		.on_barrier = on_barrier,
+		.on_past_barrier = on_past_barrier,
+		.on_fault = on_fault,
+		.on_data = on_data,
+		.on_labels = on_labels,
+		.on_disconnect = on_disconnect,
+	};
+	const char *tmpdir = getenv("TMPDIR");
+	a->ipc = hp_ipc_new(&a->loop, tmpdir && *tmpdir ? tmpdir : "/tmp",
+			    getpid(), a->nproc, &cbs, a);
+	if (!a->ipc)
+		return -EIO;
+	uv_timer_init(&a->loop, &a->ipr_timer);
+	a->ipr_timer.data = a;
+	hp_info("ipr", "worker IPC listening on %s", hp_ipc_path(a->ipc));
+	return 0;
+}
+
+void ipr_teardown(struct hp_agent *a)
+{
+	if (!a->ipc)
+		return;
+	hp_ipc_free(a->ipc);
+	a->ipc = NULL;
+}
