@@ -97,6 +97,10 @@ void hp_server_publish(struct hp_server *s, char *json);
 /* Publishes extra text served on GET /metrics (takes ownership). */
 void hp_server_publish_metrics(struct hp_server *s, char *text);
 
+/* Publishes the JSON text served on GET /fabric (takes ownership; NULL
+ * withdraws it: /fabric then answers 404). Thread-safe. */
+void hp_server_publish_fabric(struct hp_server *s, char *text);
+
 /* Stops accepting, lets in-flight requests finish for at most
  * drain_timeout seconds, joins the thread and frees everything.
  * Queued commands not yet taken are answered 503. NULL is a no-op. */

@@ -1,0 +1,69 @@
+/* server-private.h — what server.c (thread, queue, replies) and routes.c
+ * (one function per route) share. Nothing outside server/ includes it.
+ * Threading rule: fields marked "mu" are shared with the agent thread and
+ * read or written only under mu; everything else belongs to the server
+ * thread (the event_base's) once hp_server_new has returned. */
+#ifndef HP_SERVER_PRIVATE_H
+#define HP_SERVER_PRIVATE_H
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <pthread.h>
+
+#include "../agent/log.h"
+#include "server.h"
+
+/* One command waiting for the agent, and the HTTP request to answer. */
+struct hp_pending {
+	struct hp_cmd cmd;           /* what the agent sees; cmd.done is mu */
+	struct hp_server *s;
+	struct evhttp_request *req;  /* NULL once answered */
+	struct event *timer;         /* cmd_timeout */
+	bool queued;                 /* mu: on the agent queue, not taken */
+	struct hp_pending *prev, *next; /* every pending not yet freed */
+};
+
+struct hp_server {
+	char *host;
+	int port;
+	double cmd_timeout;
+	enum hp_log_level access_level; /* from --server-log-level */
+	void (*wake_cb)(void *ud);
+	void *ud;
+
+	struct event_base *base;
+	struct evhttp *http;
+	struct evhttp_bound_socket *bound;
+	struct event *done_ev;  /* activated by hp_server_cmd_done */
+	struct event *stop_ev;  /* activated by hp_server_free */
+	struct event *drain_ev; /* drain deadline */
+	pthread_t thread;
+
+	pthread_mutex_t mu;
+	struct hp_cmd *q_head, *q_tail; /* mu */
+	char *status, *metrics, *fabric; /* mu */
+	double drain_timeout;           /* mu */
+
+	struct hp_pending *all;
+	int unflushed; /* replies handed to evhttp and not yet written */
+	bool draining;
+	bool drain_expired;
+};
+
+/* routes.c: the evhttp generic callback. */
+void hp_srv_route(struct evhttp_request *req, void *arg);
+
+/* server.c: replies (with the access log line) and the command path. */
+void hp_srv_reply(struct hp_server *s, struct evhttp_request *req, int code,
+		  const char *content_type, const char *body, size_t len);
+/* {"detail":"<detail>"} with Content-Type application/json. */
+void hp_srv_reply_detail(struct hp_server *s, struct evhttp_request *req,
+			 int code, const char *detail);
+/* Queues p->cmd for the agent, wakes it and arms the deadline; the reply
+ * is sent later from the server thread. Takes ownership of p. */
+void hp_srv_submit(struct hp_server *s, struct evhttp_request *req,
+		   struct hp_pending *p);
+/* A copy of a published text (status/metrics/fabric), or NULL. */
+char *hp_srv_copy(struct hp_server *s, char *const *field);
+
+#endif
