@@ -26,6 +26,8 @@ static int env_int(const char *name, int dflt)
  * never see the fault otherwise. */
 static void on_fault(struct hp_client *c, int restart_count, void *ud)
 {
+	(void)c;
+	(void)restart_count;
 	void *comm = atomic_exchange((_Atomic(void *) *)ud, NULL);
 	if (comm)
 		hp_nccl_comm_abort(comm);

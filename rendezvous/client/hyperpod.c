@@ -591,9 +591,12 @@ out:
 	cJSON_Delete(msg);
 }
 
+/* Under the lock, so that whoever sees the hang-up also sees why. */
 static void set_broken(struct hp_client *c, int err)
 {
 	pthread_mutex_lock(&c->lock);
+	/* Stop talking to an agent that broke the connection or the framing. */
+	shutdown(c->sock, SHUT_RDWR);
 	if (!c->broken)
 		c->broken = err;
 	sync_evfd(c);
@@ -659,11 +662,8 @@ static void *reader_main(void *arg)
 		len -= off;
 	}
 	free(buf);
-	if (err) {
-		/* Stop talking to an agent that broke the framing. */
-		shutdown(c->sock, SHUT_RDWR);
+	if (err)
 		set_broken(c, err);
-	}
 	return NULL;
 }
 
