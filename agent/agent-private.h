@@ -76,6 +76,7 @@ struct hp_agent {
 	int assigned_rank; /* -1 until /start */
 	bool spare;
 	char *progress_json;
+	char *req_worker_data; /* the operator's worker_data, JSON text */
 
 	enum stage stage;
 	enum after_stop after_stop;

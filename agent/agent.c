@@ -345,43 +345,75 @@ static void add_failure(struct hp_agent *a, int local_rank, pid_t pid,
 }
 
 
+static void spawn_failed(struct hp_agent *a, int local_rank,
+			 const char *prog, int rc)
+{
+	hp_error("agent", "cannot start worker %d: %s: %s", local_rank, prog,
+		 strerror(-rc));
+	/* torchrun's convention for "could not exec" */
+	add_failure(a, local_rank, 0, 127 << 8, NULL);
+	struct hp_failure *f = &a->failures[a->n_failures - 1];
+	free(f->message);
+	f->message = xasprintf("cannot execute %s: %s", prog, strerror(-rc));
+}
+
+/* Forks every worker first and only then waits for their execs, so the N
+ * children exec in parallel: a restart costs one fork per worker, not one
+ * fork+exec round trip per worker. */
 static void spawn_group(struct hp_agent *a)
 {
 	char **argv = worker_argv(a);
+	int *errfd = xcalloc((size_t)a->nproc, sizeof(int));
+	int failed_rc = 0;
 	a->stage = STAGE_TRAIN;
+	for (int i = 0; i < a->nproc; i++)
+		errfd[i] = -1;
 	for (int i = 0; i < a->nproc; i++) {
 		struct worker *w = &a->workers[i];
-		const char *ef = hp_logs_error_file(a->logs, i);
-		char **envp = rank_env(a, i, ef);
+		char **envp = rank_env(a, i, hp_logs_error_file(a->logs, i));
 		int ofd = -1, efd = -1;
+		w->pid = 0;
 		int rc = hp_logs_open_rank(a->logs, i, &ofd, &efd);
 		if (rc == 0) {
 			struct hp_spawn sp = {.argv = argv, .envp = envp,
 					      .stdout_fd = ofd,
 					      .stderr_fd = efd};
-			rc = hp_worker_spawn(&sp, &w->pid);
+			rc = hp_worker_spawn_begin(&sp, &w->pid, &errfd[i]);
 			hp_logs_started_rank(a->logs, i);
 		}
 		hp_env_free(envp);
 		if (rc < 0) {
-			hp_error("agent",
-				 "cannot start worker %d: %s: %s", i, argv[0],
-				 strerror(-rc));
-			/* torchrun's convention for "could not exec" */
-			add_failure(a, i, 0, 127 << 8, NULL);
-			free(a->failures[a->n_failures - 1].message);
-			a->failures[a->n_failures - 1].message = xasprintf(
-				"cannot execute %s: %s", argv[0], strerror(-rc));
 			w->pid = 0;
-			free_strv(argv);
-			agent_group_failed(a);
-			return;
+			spawn_failed(a, i, argv[0], rc);
+			failed_rc = rc;
+			break;
 		}
 		w->failed = false;
 		a->nrunning++;
-		hp_debug("agent", "worker %d started (pid %d)", i, (int)w->pid);
 	}
+	for (int i = 0; i < a->nproc; i++) {
+		struct worker *w = &a->workers[i];
+		if (errfd[i] < 0)
+			continue;
+		int rc = hp_worker_spawn_end(w->pid, errfd[i]);
+		if (rc < 0) {
+			/* exec failed: the child is reaped already */
+			w->pid = 0;
+			a->nrunning--;
+			if (!failed_rc)
+				spawn_failed(a, i, argv[0], rc);
+			failed_rc = rc;
+		} else {
+			hp_debug("agent", "worker %d started (pid %d)", i,
+				 (int)w->pid);
+		}
+	}
+	free(errfd);
 	free_strv(argv);
+	if (failed_rc) {
+		agent_group_failed(a);
+		return;
+	}
 	hp_info("agent", "started %d workers (attempt %d, group rank %d, "
 		"world size %d)", a->nproc, a->restart_count, a->group_rank,
 		a->nnodes * a->nproc);
@@ -706,6 +738,8 @@ void agent_apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
 	a->master_addr = xstrdup(r->master_addr);
 	a->master_port = r->master_port;
 	a->spare = r->spare;
+	free(a->req_worker_data);
+	a->req_worker_data = xstrdup_or_null(r->worker_data_json);
 	if (a->resconf)
 		hp_resconf_apply(a->resconf, r->rank, r->nnodes, r->rank_ips,
 				 r->n_rank_ips, r->has_rank_ips, r->ip_version);
@@ -1038,5 +1072,6 @@ void hp_agent_free(struct hp_agent *a)
 	free(a->master_addr);
 	free(a->run_id);
 	free(a->progress_json);
+	free(a->req_worker_data);
 	free(a);
 }

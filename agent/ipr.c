@@ -48,30 +48,16 @@ void ipr_free_worker_data(struct hp_agent *a)
 }
 
 /* {"rank_ips": <the last request's rankIps>, "aggregate_worker_data":
- * {"<global rank>": <data>, …}} */
+ * <the last request's worker_data>}: the reference passes the operator's
+ * aggregate through; what each rank reported goes to the operator in
+ * /status's worker_data. */
 static char *aggregate_json(const struct hp_agent *a)
 {
 	char *ips = a->resconf ? hp_resconf_rank_ips_json(a->resconf)
 			       : xstrdup("null");
-	size_t cap = strlen(ips) + 128, len = 0;
-	for (int i = 0; i < a->nproc; i++)
-		if (a->workers[i].data_json)
-			cap += strlen(a->workers[i].data_json) + 24;
-	char *out = xmalloc(cap);
-	len += (size_t)snprintf(out, cap,
-				"{\"rank_ips\":%s,\"aggregate_worker_data\":{",
-				ips);
-	bool first = true;
-	for (int i = 0; i < a->nproc; i++) {
-		const struct worker *w = &a->workers[i];
-		if (!w->data_json || w->data_rank < 0)
-			continue;
-		len += (size_t)snprintf(out + len, cap - len, "%s\"%d\":%s",
-					first ? "" : ",", w->data_rank,
-					w->data_json);
-		first = false;
-	}
-	snprintf(out + len, cap - len, "}}");
+	char *out = xasprintf("{\"rank_ips\":%s,\"aggregate_worker_data\":%s}",
+			      ips,
+			      a->req_worker_data ? a->req_worker_data : "null");
 	free(ips);
 	return out;
 }

@@ -26,9 +26,9 @@ struct relay {
 	int child_fd;     /* the end the child gets; -1 once closed */
 	int file_fd;      /* -1 = no file */
 	bool console;     /* prefix and copy to our stream */
-	bool piped;       /* uv pipe in use */
-	bool closing;
-	uv_pipe_t pipe;
+	/* heap-allocated per attempt: a closing handle cannot be reused, and
+	 * the next attempt may start before its close callback ran */
+	uv_pipe_t *pipe;
 	char *line;
 	size_t line_len;
 };
@@ -49,6 +49,7 @@ struct hp_logs {
 	struct rank_logs *ranks;
 	hp_logs_line_cb line_cb;
 	void *line_ud;
+	int closing; /* relay pipes whose close callback is pending */
 };
 
 static int mkdir_p(const char *path)
@@ -249,16 +250,18 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void relay_closed(uv_handle_t *h)
 {
-	struct relay *r = h->data;
-	r->piped = false;
-	r->closing = false;
+	struct hp_logs *l = h->data;
+	l->closing--;
+	free(h);
 }
 
 static void relay_stop(struct relay *r)
 {
-	if (r->piped && !r->closing) {
-		r->closing = true;
-		uv_close((uv_handle_t *)&r->pipe, relay_closed);
+	if (r->pipe) {
+		r->pipe->data = r->logs;
+		r->logs->closing++;
+		uv_close((uv_handle_t *)r->pipe, relay_closed);
+		r->pipe = NULL;
 	}
 }
 
@@ -333,16 +336,17 @@ int hp_logs_open_rank(struct hp_logs *l, int local_rank, int *out_fd,
 			hp_error("logs", "pipe: %s", strerror(e));
 			return -e;
 		}
-		uv_pipe_init(l->loop, &r->pipe, 0);
-		r->pipe.data = r;
-		int rc = uv_pipe_open(&r->pipe, p[0]);
+		r->pipe = xmalloc(sizeof(*r->pipe));
+		uv_pipe_init(l->loop, r->pipe, 0);
+		r->pipe->data = r;
+		int rc = uv_pipe_open(r->pipe, p[0]);
 		if (rc < 0) {
 			close(p[0]);
 			close(p[1]);
 			hp_error("logs", "uv_pipe_open: %s", uv_strerror(rc));
+			relay_stop(r);
 			return rc;
 		}
-		r->piped = true;
 		r->child_fd = p[1];
 		*outs[s] = p[1];
 	}
@@ -358,8 +362,8 @@ void hp_logs_started_rank(struct hp_logs *l, int local_rank)
 			close(r->child_fd);
 			r->child_fd = -1;
 		}
-		if (r->piped)
-			uv_read_start((uv_stream_t *)&r->pipe, alloc_cb,
+		if (r->pipe)
+			uv_read_start((uv_stream_t *)r->pipe, alloc_cb,
 				      read_cb);
 	}
 }
@@ -369,10 +373,10 @@ void hp_logs_drain_rank(struct hp_logs *l, int local_rank)
 	struct rank_logs *rl = &l->ranks[local_rank];
 	for (int s = 0; s < 2; s++) {
 		struct relay *r = &rl->r[s];
-		if (!r->piped || r->closing)
+		if (!r->pipe)
 			continue;
 		uv_os_fd_t fd;
-		if (uv_fileno((uv_handle_t *)&r->pipe, &fd) < 0)
+		if (uv_fileno((uv_handle_t *)r->pipe, &fd) < 0)
 			continue;
 		char buf[65536];
 		for (;;) {
@@ -429,15 +433,8 @@ void hp_logs_free(struct hp_logs *l)
 			free(l->ranks[i].r[s].line);
 	}
 	/* the relays' close callbacks must run before the memory goes */
-	bool pending;
-	do {
-		pending = false;
-		for (int i = 0; i < l->nproc; i++)
-			for (int s = 0; s < 2; s++)
-				pending |= l->ranks[i].r[s].piped;
-		if (pending)
-			uv_run(l->loop, UV_RUN_NOWAIT);
-	} while (pending);
+	while (l->closing > 0)
+		uv_run(l->loop, UV_RUN_NOWAIT);
 	if (l->tmp_root)
 		nftw(l->tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	free(l->tmp_root);

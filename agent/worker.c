@@ -46,7 +46,7 @@ fail:
 	_exit(127);
 }
 
-int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid)
+int hp_worker_spawn_begin(const struct hp_spawn *sp, pid_t *pid, int *errfd)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -70,21 +70,39 @@ int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid)
 	/* Also set the group from the parent: whichever runs first wins, and
 	 * a kill(-pid) right after we return must reach the child. */
 	setpgid(c, c);
+	*pid = c;
+	*errfd = p[0];
+	return 0;
+}
 
+int hp_worker_spawn_end(pid_t pid, int errfd)
+{
 	int child_err = 0;
 	ssize_t n;
 	do {
-		n = read(p[0], &child_err, sizeof(child_err));
+		n = read(errfd, &child_err, sizeof(child_err));
 	} while (n < 0 && errno == EINTR);
-	close(p[0]);
+	close(errfd);
 	if (n == (ssize_t)sizeof(child_err)) {
 		int st;
-		while (waitpid(c, &st, 0) < 0 && errno == EINTR)
+		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 			;
 		return -child_err;
 	}
-	*pid = c;
-	return 0;
+	return 0; /* EOF: the CLOEXEC end closed on a successful exec */
+}
+
+int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid)
+{
+	pid_t c;
+	int fd;
+	int rc = hp_worker_spawn_begin(sp, &c, &fd);
+	if (rc < 0)
+		return rc;
+	rc = hp_worker_spawn_end(c, fd);
+	if (rc == 0)
+		*pid = c;
+	return rc;
 }
 
 int hp_worker_signal(pid_t pgid, int sig)

@@ -24,6 +24,13 @@ struct hp_spawn {
  * stdout_fd/stderr_fd. */
 int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid);
 
+/* The same in two halves, so that a group of N children exec in parallel:
+ * begin forks and returns at once with the child's exec-status fd; end
+ * waits for the exec (0) or its failure (-errno, child reaped). Nothing may
+ * reap in between (the agent calls both from one loop callback). */
+int hp_worker_spawn_begin(const struct hp_spawn *sp, pid_t *pid, int *errfd);
+int hp_worker_spawn_end(pid_t pid, int errfd);
+
 /* Signals the worker's whole process group (dumb-init). ESRCH is not an
  * error. Returns 0 or -errno. */
 int hp_worker_signal(pid_t pgid, int sig);

@@ -1,6 +1,5 @@
 /* xalloc.c — the allocator wrappers. Running out of memory in a supervisor
  * has no sensible recovery; aborting loudly beats limping on. */
-#define _GNU_SOURCE
 #include "xalloc.h"
 
 #include <stdarg.h>

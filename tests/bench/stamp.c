@@ -1,7 +1,10 @@
 /* stamp.c — the benchmark's worker: appends "<tag> <CLOCK_REALTIME ns>\n"
  * to $HP_BENCH_DIR/stamps, then behaves as argv says:
  *   stamp exit            exit 0 at once
- *   stamp fail-once       attempt 0, local rank 0: stamp "fail", exit 1;
+ *   stamp fail-once       attempt 0, local rank 0: waits until every rank
+ *                         of the attempt has stamped "start" (so the
+ *                         failure does not overlap the launch), then
+ *                         stamps "fail" and exits 1;
  *                         attempt 0, others: stamp "start", wait for death;
  *                         later attempts: stamp "start", exit 0
  * One write(2) with O_APPEND per stamp, so concurrent workers never mix. */
@@ -34,6 +37,28 @@ static void stamp(const char *tag)
 	}
 }
 
+/* Polls the stamps file until LOCAL_WORLD_SIZE "start" lines are there
+ * (a benchmark helper, not a test: polling is fine here). */
+static void wait_all_started(void)
+{
+	const char *dir = getenv("HP_BENCH_DIR");
+	int want = atoi(getenv("LOCAL_WORLD_SIZE") ?: "1");
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/stamps", dir ? dir : ".");
+	for (int tries = 0; tries < 20000; tries++) {
+		FILE *f = fopen(path, "r");
+		int n = 0;
+		char line[128];
+		while (f && fgets(line, sizeof(line), f))
+			n += strncmp(line, "start ", 6) == 0;
+		if (f)
+			fclose(f);
+		if (n >= want)
+			return;
+		usleep(500);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "exit";
@@ -41,6 +66,8 @@ int main(int argc, char **argv)
 	int rank = atoi(getenv("LOCAL_RANK") ?: "0");
 	if (strcmp(mode, "fail-once") == 0) {
 		if (attempt == 0 && rank == 0) {
+			stamp("start");
+			wait_all_started();
 			stamp("fail");
 			return 1;
 		}
