@@ -77,8 +77,12 @@ struct hp_server_options {
 };
 
 /* Binds (retrying as the options say) and starts the server thread.
- * Returns NULL and logs a clear message ("port 8080 on 0.0.0.0 is in use
- * …") when it cannot bind. */
+ * Returns NULL and logs a clear message ("cannot listen on HOST:PORT:
+ * Address already in use (after N tries)") when it cannot bind. Options
+ * left 0 mean: host "0.0.0.0", max_retry 1, no delay, cmd_timeout 5 s,
+ * keepalive 5 s, log level info. Until the first hp_server_publish,
+ * /status answers {"status":"init","transitions":{},"spare":"False"}.
+ * The server thread blocks all signals. */
 struct hp_server *hp_server_new(const struct hp_server_options *opts);
 
 /* The port actually bound (useful when opts.port was 0). */
@@ -86,7 +90,14 @@ int hp_server_port(const struct hp_server *s);
 
 /* Agent side: takes the next queued command, or NULL. The agent must call
  * hp_server_cmd_done() for each one it takes, after publishing the status
- * that reflects it. */
+ * that reflects it. result: 0 -> 200 (empty body; /update: the status
+ * published at that moment), 400..599 -> that status with
+ * {"detail":"<reason phrase>"}, anything else -> 500. A command not taken
+ * within cmd_timeout is answered 503 and never handed out; one taken but
+ * not done in time is answered 503 and stays valid until cmd_done (a late
+ * cmd_done is harmless). Call cmd_done for every taken command before
+ * hp_server_free, or the drain waits for it until its deadline. The
+ * command (and the strings in it) belong to the server; do not free. */
 struct hp_cmd *hp_server_pop(struct hp_server *s);
 void hp_server_cmd_done(struct hp_server *s, struct hp_cmd *cmd, int result);
 
@@ -147,7 +158,17 @@ char *hp_json_status(const struct hp_status *st);
 
 /* Decoders used by the routes and by the fuzzers. Return 0, or an HTTP
  * status (422) with *detail_json set to a FastAPI-shaped
- * {"detail":[{"type":…,"loc":["body",…],"msg":…,"input":…}]} (caller frees). */
+ * {"detail":[{"type":…,"loc":["body",…],"msg":…,"input":…}]} (caller frees),
+ * listing every error in field order as pydantic does; invalid UTF-8 is
+ * FastAPI's 400 {"detail":"There was an error parsing the body"}. On error
+ * *out holds nothing to free. Lax rules (pydantic v2): ints accept JSON
+ * ints, zero-fraction floats, bools and numeric strings ("3", " 3 ",
+ * "1_000", "3.0"), and must fit a C int (else less_than_equal /
+ * greater_than_equal); bools accept 0/1 and "true"/"yes"/"on"/"1"/…;
+ * spare is bool-or-int (non-zero int = true); null for an optional field
+ * (spare, progress included) means absent. Unknown fields are ignored and
+ * the Content-Type is not checked. An empty /start body is 422 "missing"
+ * at ["body"]; an empty or null /stop body means all defaults. */
 int hp_json_parse_start(const char *body, size_t len, bool is_update,
 			struct hp_start_req *out, char **detail_json);
 int hp_json_parse_stop(const char *body, size_t len, struct hp_stop_req *out,
