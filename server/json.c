@@ -396,9 +396,15 @@ static void bool_err(struct errs *e, int r, const char *field,
 			v, NULL);
 }
 
+/* The member called name; with duplicates the last one wins, as with
+ * Python's json.loads (cJSON's own lookup returns the first). */
 static const cJSON *field(const cJSON *o, const char *name)
 {
-	return cJSON_GetObjectItemCaseSensitive(o, name);
+	const cJSON *found = NULL;
+	for (const cJSON *it = o->child; it; it = it->next)
+		if (it->string && strcmp(it->string, name) == 0)
+			found = it;
+	return found;
 }
 
 static bool absent(const cJSON *v)

@@ -79,6 +79,18 @@ static void test_full(void **st)
 	assert_null(r.master_addr);
 }
 
+static void test_duplicate_keys(void **st)
+{
+	/* Python's json.loads keeps the last of duplicated keys. */
+	struct hp_start_req r;
+	char *d = NULL;
+	assert_int_equal(start("{\"rank\":\"bad\"," OKBODY ",\"rank\":5}", &r,
+			       &d),
+			 0);
+	assert_int_equal(r.rank, 5);
+	hp_start_req_fini(&r);
+}
+
 static void test_update_ignores_progress(void **st)
 {
 	struct hp_start_req r;
@@ -485,6 +497,7 @@ int main(void)
 		cmocka_unit_test(test_minimal),
 		cmocka_unit_test(test_full),
 		cmocka_unit_test(test_update_ignores_progress),
+		cmocka_unit_test(test_duplicate_keys),
 		cmocka_unit_test(test_missing),
 		cmocka_unit_test(test_empty_and_null),
 		cmocka_unit_test(test_invalid_json),
