@@ -306,6 +306,16 @@ class AgentClient:
         with self._lock:
             self._fault_cbs.append(callback)
 
+    def wait_fault(self, timeout=None):
+        """Blocks until the agent announced a fault since the barrier was
+        released (or timeout seconds pass); returns its restart_count, or
+        None on timeout. For code whose collective just failed: a peer's
+        fault usually explains it, and the agent says so shortly."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._fault is not None or
+                                self._broken is not None, timeout)
+            return self._fault
+
     @property
     def fault_pending(self):
         with self._lock:
@@ -404,6 +414,7 @@ class AgentClient:
                 if ev.kind == "fault":
                     self._fault = ev.restart_count
                     callbacks = list(self._fault_cbs)
+                    self._lock.notify_all()
                 self._events.append(ev)
             self._sync_fd()
         for cb in callbacks:

@@ -2,9 +2,9 @@
 """Unit tests for python/hyperpod_worker.py against an agent-side peer
 written here (an AF_UNIX listener speaking PROTOCOL.md's framing), plus:
 the C client (hp-client-script, $HP_CLIENT_SCRIPT) and the Python client
-send the same bytes for the same calls; and the examples ipr_train.py and
-ipr_worker ($HP_IPR_WORKER) survive an injected fault in-process against a
-small fake IPR agent. Nothing sleeps to synchronise: every wait is on a
+send the same bytes for the same calls; and the examples ipr_train.py,
+ipr_worker ($HP_IPR_WORKER) and ipr_gloo.py (Debian torch, skipped without
+it) survive an injected fault in-process against a small fake IPR agent. Nothing sleeps to synchronise: every wait is on a
 frame, a descriptor, a queue or a process exit."""
 import json
 import os
@@ -236,6 +236,7 @@ class PeerTest(unittest.TestCase):
 
     def test_notifications(self):
         self.assertIsNone(self.client.poll_event())
+        self.assertIsNone(self.client.wait_fault(timeout=0))
         self.assertEqual(select.select([self.client], [], [], 0)[0], [])
         seen = queue.Queue()
         self.client.on_fault(seen.put)
@@ -248,6 +249,7 @@ class PeerTest(unittest.TestCase):
                    "failed_ranks": [3]}) +
             frame({"type": "invalid_response", "client_id": "cid-1"}))
         self.assertEqual(seen.get(timeout=30), 2)
+        self.assertEqual(self.client.wait_fault(), 2)
         with self.assertRaises(hw.FaultInterrupt) as cm:
             self.client.check()
         self.assertEqual(cm.exception.restart_count, 2)
@@ -400,9 +402,9 @@ class FakeAgent(threading.Thread):
     when all n workers are at it; on a worker's job_fault, tell every worker
     (restart_count + 1). Ends when every worker has come and gone."""
 
-    def __init__(self, peer, n):
+    def __init__(self, peer, n, master_port=0):
         super().__init__(daemon=True)
-        self.peer, self.n = peer, n
+        self.peer, self.n, self.master_port = peer, n, master_port
         self.clients = {}
         self.at_barrier = set()
         self.restart_count = 0
@@ -431,6 +433,8 @@ class FakeAgent(threading.Thread):
                     self.send(c, {"type": "job_start", "worker_envs": {
                         "RANK": r, "LOCAL_RANK": r, "GROUP_RANK": "0",
                         "WORLD_SIZE": str(self.n),
+                        "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(self.master_port),
                         "JOB_RESTART_COUNT": rc,
                         "TORCHELASTIC_RESTART_COUNT": rc},
                         "aggregate_worker_data": {}})
@@ -485,9 +489,9 @@ class FakeAgent(threading.Thread):
 class ExamplesTest(unittest.TestCase):
     """The examples survive an injected fault in the same process."""
 
-    def run_workers(self, argv, n, extra):
+    def run_workers(self, argv, n, extra, master_port=0):
         peer = Peer()
-        agent = FakeAgent(peer, n)
+        agent = FakeAgent(peer, n, master_port)
         agent.start()
         procs = []
         try:
@@ -544,6 +548,30 @@ class ExamplesTest(unittest.TestCase):
         agent = self.check_single([sys.executable, script])
         self.assertEqual(agent.faults[0]["reason"], "InjectedFault")
         self.check_pair([sys.executable, script])
+
+    def test_ipr_gloo(self):
+        torch_python = "/usr/bin/python3"
+        if subprocess.run([torch_python, "-c", "import torch.distributed"],
+                          stderr=subprocess.DEVNULL).returncode != 0:
+            self.skipTest("no torch for /usr/bin/python3")
+        with socket.socket() as s:  # a free port for rank 0's TCPStore
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        outs, agent = self.run_workers(
+            [torch_python, os.path.join(SRC, "examples", "ipr_gloo.py")], 2,
+            {"HP_FAIL_AT_STEP": "1", "HP_FAIL_RANK": "0", "HP_STEPS": "3"},
+            port)
+        self.assertEqual(agent.faults[0]["rank"], 0)
+        for r, out in enumerate(outs):
+            steps = [ln.split(" pid ")[1].split(" ", 1)[1] for ln in out
+                     if ln.startswith(f"rank {r} pid ")]
+            self.assertEqual(steps[-3:], [
+                "restart_count 1 step 0 sum 3", "restart_count 1 step 1 sum 3",
+                "restart_count 1 step 2 sum 3"])
+            self.assertNotIn("restart_count 0 step 1 sum 3", steps)
+            self.assertEqual(len({ln.split()[3] for ln in out
+                                  if ln.startswith("rank ")}), 1)  # one pid
+            self.assertEqual(out[-1], "done")
 
     @unittest.skipUnless(os.environ.get("HP_IPR_WORKER"),
                          "HP_IPR_WORKER not set")
