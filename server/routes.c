@@ -12,8 +12,6 @@
 #include "../agent/xalloc.h"
 #include "server-private.h"
 
-#define DEFAULT_STATUS "{\"status\":\"init\",\"transitions\":{},\"spare\":\"False\"}"
-
 static void body_of(struct evhttp_request *req, const char **body,
 		    size_t *len)
 {
@@ -88,7 +86,7 @@ static void route_shutdown(struct hp_server *s, struct evhttp_request *req)
 static void route_status(struct hp_server *s, struct evhttp_request *req)
 {
 	char *st = hp_srv_copy(s, &s->status);
-	const char *body = st ? st : DEFAULT_STATUS;
+	const char *body = st ? st : HP_SRV_DEFAULT_STATUS;
 	hp_srv_reply(s, req, 200, "application/json", body, strlen(body));
 	free(st);
 }

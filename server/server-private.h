@@ -13,6 +13,10 @@
 #include "../agent/log.h"
 #include "server.h"
 
+/* /status before the agent's first hp_server_publish. */
+#define HP_SRV_DEFAULT_STATUS                                                  \
+	"{\"status\":\"init\",\"transitions\":{},\"spare\":\"False\"}"
+
 /* One command waiting for the agent, and the HTTP request to answer. */
 struct hp_pending {
 	struct hp_cmd cmd;           /* what the agent sees; cmd.done is mu */

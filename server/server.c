@@ -217,8 +217,9 @@ static void answer_done(struct hp_server *s, struct hp_pending *p)
 	p->req = NULL;
 	if (res == 0 && p->cmd.kind == HP_CMD_UPDATE) {
 		char *st = hp_srv_copy(s, &s->status);
-		hp_srv_reply(s, req, 200, "application/json", st,
-			     st ? strlen(st) : 0);
+		const char *body = st ? st : HP_SRV_DEFAULT_STATUS;
+		hp_srv_reply(s, req, 200, "application/json", body,
+			     strlen(body));
 		free(st);
 	} else if (res == 0) {
 		hp_srv_reply(s, req, 200, NULL, NULL, 0);
