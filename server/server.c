@@ -87,6 +87,31 @@ static void access_log(struct hp_server *s, struct evhttp_request *req,
 		     evhttp_request_get_uri(req), code);
 }
 
+/* HTTP reason phrases (evhttp says "Client Error" for a 422). */
+static const char *reason_of(int code)
+{
+	switch (code) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 410: return "Gone";
+	case 412: return "Precondition Failed";
+	case 422: return "Unprocessable Entity";
+	case 429: return "Too Many Requests";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	}
+	return code < 500 ? "Client Error" : "Server Error";
+}
+
 static void maybe_finish(struct hp_server *s);
 
 static void on_reply_written(struct evhttp_request *req, void *arg)
@@ -135,7 +160,7 @@ void hp_srv_reply(struct hp_server *s, struct evhttp_request *req, int code,
 		evhttp_request_set_on_complete_cb(req, on_reply_written, s);
 		evhttp_connection_set_closecb(c, on_conn_closed, s);
 	}
-	evhttp_send_reply(req, code, NULL, buf);
+	evhttp_send_reply(req, code, reason_of(code), buf);
 	evbuffer_free(buf);
 }
 
@@ -163,20 +188,6 @@ void hp_srv_reply_detail(struct hp_server *s, struct evhttp_request *req,
 	json_escape_into(esc, sizeof(esc), detail);
 	int n = snprintf(body, sizeof(body), "{\"detail\":\"%s\"}", esc);
 	hp_srv_reply(s, req, code, "application/json", body, (size_t)n);
-}
-
-static const char *reason_of(int code)
-{
-	switch (code) {
-	case 400: return "Bad Request";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 409: return "Conflict";
-	case 422: return "Unprocessable Entity";
-	case 500: return "Internal Server Error";
-	case 503: return "Service Unavailable";
-	}
-	return code < 500 ? "Client Error" : "Server Error";
 }
 
 /* ------------------------------------------------------- command path */

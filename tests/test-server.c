@@ -332,6 +332,12 @@ static void test_routes(void **st)
 	       "{\"type\":\"missing\",\"loc\":[\"body\",\"master_port\"],"
 	       "\"msg\":\"Field required\",\"input\":{\"rank\":1}}]}");
 	expect(port, "POST", "/start", "{oops", 422, NULL);
+	struct resp r;
+	http(port, "POST", "/start", "[]", &r);
+	assert_int_equal(strncmp(r.headers, "http/1.1 422 unprocessable entity",
+				 33),
+			 0);
+	resp_fini(&r);
 	assert_int_equal(a->taken, 0);
 
 	expect(port, "POST", "/start", START_BODY, 200, "");
@@ -355,7 +361,6 @@ static void test_routes(void **st)
 
 	expect(port, "GET", "/metrics", NULL, 200, "");
 	hp_server_publish_metrics(a->srv, xstrdup("hp_up 1\n"));
-	struct resp r;
 	http(port, "GET", "/metrics", NULL, &r);
 	assert_int_equal(r.code, 200);
 	assert_string_equal(r.body, "hp_up 1\n");
