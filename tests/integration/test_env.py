@@ -109,6 +109,20 @@ class EnvContract(harness.ProcessTest):
                             master_port=port, run_id="none", max_restarts=0)
         self.assertEqual(sorted(int(e["RANK"]) for e in envs), list(range(24, 32)))
 
+    def test_restart_attempt_environment(self):
+        # Every worker fails (HP_EXIT=1), so the group runs twice:
+        # attempt 1 carries restart count 1 and its own error files.
+        r = self.agent(["--nproc-per-node", "2", "--max-restarts", "1", "--rdzv-id", "again",
+                        "--no-python", harness.helper("print-env")],
+                       env=harness.base_env(HP_EXIT=1))
+        self.assertExit(r, 1, timeout=60)
+        envs = harness.parse_json_lines(r.output("out"))
+        second = [e for e in envs if e.get("TORCHELASTIC_RESTART_COUNT") == "1"]
+        self.assertEqual(len(second), 2, f"attempt 1 environments:\n{r.tail()}")
+        self.check_contract(second, nnodes=1, node_rank=0, nproc=2, master_addr="127.0.0.1",
+                            master_port=29500, run_id="again", max_restarts=1, restart=1)
+        self.assertEqual({e["TORCHELASTIC_RESTART_COUNT"] for e in envs}, {"0", "1"})
+
     def test_single_worker_no_omp(self):
         r, envs = run_print_env(self, ["--nproc-per-node", "1"],
                                 env=harness.base_env(OMP_NUM_THREADS=None), nproc=1)
