@@ -1,0 +1,138 @@
+/* fabric.h — the libfabric control plane between agents: one RDM endpoint,
+ * one CQ, one AV, and blocking collectives (barrier, allgather, broadcast)
+ * that each carry an epoch and a deadline. It owns the endpoint and every
+ * buffer the provider touches; it never learns peers' names by itself (the
+ * agent exchanges them out of band, e.g. over HTTP) and never includes
+ * anything from the agent but hp.h/log.h. fabric.c is the only file in the
+ * tree that includes libfabric headers. */
+#ifndef HP_FABRIC_H
+#define HP_FABRIC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent/hp.h"
+
+/* The largest record allgather takes, and the largest message payload. */
+#define HP_FABRIC_RECORD_MAX 4096
+/* The largest endpoint name we accept (EFA's is 32 bytes, tcp's 16..28). */
+#define HP_FABRIC_NAME_MAX 256
+
+struct hp_fabric;
+
+struct hp_fabric_options {
+	unsigned rank; /* this agent's rank, < size */
+	unsigned size; /* number of agents (>= 1) */
+	/* Messages of an epoch below this are dropped from the start. */
+	uint64_t epoch;
+	/* Provider name ("efa", "tcp"); NULL lets fi_getinfo choose, which
+	 * honours the FI_PROVIDER environment variable. */
+	const char *provider;
+	/* Local address to bind ("127.0.0.1", a pod IP); NULL lets the
+	 * provider choose its first interface. */
+	const char *node;
+	/* Do not ask for a wait fd even where the provider offers one:
+	 * collectives then spin on the CQ (the EFA path; for tests). */
+	bool no_wait_fd;
+};
+
+/* Counters for tests and the status endpoint. */
+struct hp_fabric_stats {
+	uint64_t sent;          /* messages posted */
+	uint64_t received;      /* messages received and well-formed */
+	uint64_t dropped_stale; /* dropped: older epoch or finished collective */
+	uint64_t dropped_bad;   /* dropped: bad magic/version/size/rank */
+	uint64_t queued;        /* arrived early and went to the unexpected list */
+};
+
+/* Opens the fabric, domain, endpoint, CQ and AV and posts receives.
+ * Returns NULL and logs why when no provider fits (a caller that cannot
+ * run without the fabric treats that as "no fabric here"); *err gets the
+ * -errno when err is not NULL. */
+struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *opts,
+				int *err);
+
+/* Closes everything; pending operations are cancelled. NULL does nothing.
+ * Call hp_fabric_leave() first for a clean departure. */
+void hp_fabric_free(struct hp_fabric *f);
+
+/* This endpoint's address, *len bytes, valid until hp_fabric_free(). It is
+ * what peers must pass to hp_fabric_set_peers() at our rank. */
+const void *hp_fabric_name(const struct hp_fabric *f, size_t *len);
+
+/* The provider actually used, e.g. "tcp;ofi_rxm" or "efa". */
+const char *hp_fabric_provider(const struct hp_fabric *f);
+
+/* Lowercase hex of len bytes; the caller frees it. */
+char *hp_fabric_hex_encode(const void *name, size_t len);
+
+/* Decodes hex (either case, even length) into out (cap bytes); stores the
+ * byte count in *len. Returns 0, -EINVAL on a bad digit or odd length,
+ * -ENOSPC when out is too small. */
+int hp_fabric_hex_decode(const char *hex, void *out, size_t cap, size_t *len);
+
+/* Inserts all peers' names in the AV, names[r] of lens[r] bytes for rank r,
+ * r < n; n must be the size given at creation and names[rank] our own
+ * name. May be called again (a peer came back with a new address): the old
+ * addresses are removed and departures forgotten. Returns 0 or -errno. */
+int hp_fabric_set_peers(struct hp_fabric *f, const void *const names[],
+			const size_t lens[], unsigned n);
+
+/* Collectives. All ranks call the same sequence of collectives with the
+ * same epoch; epochs never go backwards (-EINVAL). Messages of an older
+ * epoch are dropped; messages that arrive early (a later collective or
+ * epoch) wait in an unexpected list and are never mixed in. Each call
+ * blocks, progressing the CQ itself, for at most deadline_ms (> 0).
+ *
+ * Return 0, or:
+ *   -ETIMEDOUT   the deadline passed; hp_fabric_last_error() names the
+ *                ranks that did not answer, also when they blocked us
+ *                through others ("barrier epoch 3 timed out after 2000 ms
+ *                waiting for ranks 2,5"). Ranks still inside the collective
+ *                share who they wait for halfway to the deadline, so every
+ *                rank names the same culprits.
+ *   -ECONNRESET  a rank this one waited for left (hp_fabric_leave()).
+ *   -EIO         an error completion (the text has fi_strerror's).
+ *   -EPROTO      a peer runs a different collective at the same point.
+ *   -ESTALE      the epoch was already abandoned after an error here.
+ *   -ESHUTDOWN   hp_fabric_leave() was called.
+ * and the same code when another rank failed the collective first and
+ * told us (the text then says "aborted by rank R: ..."). After any error
+ * the ranks' positions differ: the next collective must use a newer
+ * epoch, or it returns -ESTALE. */
+int hp_fabric_barrier(struct hp_fabric *f, uint64_t epoch, int deadline_ms);
+
+/* Gathers every rank's len-byte record (len <= HP_FABRIC_RECORD_MAX, the
+ * same on all ranks) into out, rank r's at out + r * len. rec may point
+ * at our own slot in out. */
+int hp_fabric_allgather(struct hp_fabric *f, uint64_t epoch, const void *rec,
+			size_t len, void *out, int deadline_ms);
+
+/* Copies root's len bytes of buf into every rank's buf (binomial tree). A
+ * broadcast longer than HP_FABRIC_RECORD_MAX travels in several messages. */
+int hp_fabric_bcast(struct hp_fabric *f, uint64_t epoch, unsigned root,
+		    void *buf, size_t len, int deadline_ms);
+
+/* Tells every peer that we leave for good, so a peer blocked on us fails
+ * at once with -ECONNRESET naming us instead of waiting for its deadline,
+ * and waits up to deadline_ms for those messages to go out. Afterwards
+ * only hp_fabric_free() is useful. Returns 0 or -ETIMEDOUT. */
+int hp_fabric_leave(struct hp_fabric *f, int deadline_ms);
+
+/* The text of the last failed call ("" if none). Valid until the next
+ * call on f. */
+const char *hp_fabric_last_error(const struct hp_fabric *f);
+
+/* For the agent's loop (libinput style): an fd that turns readable when
+ * the fabric has work, or -1 when the provider offers none (then call
+ * hp_fabric_dispatch() from a timer). */
+int hp_fabric_fd(const struct hp_fabric *f);
+
+/* Drains the CQ without blocking: early messages are queued, departures
+ * recorded, receives reposted. Returns 0 or -errno. */
+int hp_fabric_dispatch(struct hp_fabric *f);
+
+void hp_fabric_get_stats(const struct hp_fabric *f,
+			 struct hp_fabric_stats *out);
+
+#endif
