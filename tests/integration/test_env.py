@@ -20,8 +20,9 @@ def run_print_env(test, args, env=None, nproc=None, timeout=30):
 
 class EnvContract(harness.ProcessTest):
     def check_contract(self, envs, *, nnodes, node_rank, nproc, master_addr, master_port,
-                       run_id, max_restarts, role="default", restart=0):
-        self.assertEqual(sorted(int(e["LOCAL_RANK"]) for e in envs), list(range(nproc)))
+                       run_id, max_restarts, role="default", restart=0, complete=True):
+        if complete:
+            self.assertEqual(sorted(int(e["LOCAL_RANK"]) for e in envs), list(range(nproc)))
         error_files = set()
         for e in envs:
             i = int(e["LOCAL_RANK"])
@@ -66,7 +67,7 @@ class EnvContract(harness.ProcessTest):
                 self.assertTrue(ef.endswith(f"/attempt_{restart}/{i}/error.json"),
                                 f"local rank {i}: error file {ef!r}")
             error_files.add(ef)
-        self.assertEqual(len(error_files), nproc, "error files are not distinct per rank")
+        self.assertEqual(len(error_files), len(envs), "error files are not distinct per rank")
 
     def test_eight_workers_defaults(self):
         r, envs = run_print_env(self, ["--nproc-per-node", "8"], nproc=8)
@@ -111,16 +112,19 @@ class EnvContract(harness.ProcessTest):
 
     def test_restart_attempt_environment(self):
         # Every worker fails (HP_EXIT=1), so the group runs twice:
-        # attempt 1 carries restart count 1 and its own error files.
+        # attempt 1 carries restart count 1 and its own error files. The
+        # first failure stops the group, so a sibling may be killed before
+        # it prints: each attempt shows at least one environment.
         r = self.agent(["--nproc-per-node", "2", "--max-restarts", "1", "--rdzv-id", "again",
                         "--no-python", harness.helper("print-env")],
                        env=harness.base_env(HP_EXIT=1))
         self.assertExit(r, 1, timeout=60)
         envs = harness.parse_json_lines(r.output("out"))
         second = [e for e in envs if e.get("TORCHELASTIC_RESTART_COUNT") == "1"]
-        self.assertEqual(len(second), 2, f"attempt 1 environments:\n{r.tail()}")
+        self.assertIn(len(second), (1, 2), f"attempt 1 environments:\n{r.tail()}")
         self.check_contract(second, nnodes=1, node_rank=0, nproc=2, master_addr="127.0.0.1",
-                            master_port=29500, run_id="again", max_restarts=1, restart=1)
+                            master_port=29500, run_id="again", max_restarts=1, restart=1,
+                            complete=False)
         self.assertEqual({e["TORCHELASTIC_RESTART_COUNT"] for e in envs}, {"0", "1"})
 
     def test_single_worker_no_omp(self):
