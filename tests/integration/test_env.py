@@ -100,6 +100,13 @@ class EnvContract(harness.ProcessTest):
                 self.assertEqual(sorted(int(e["RANK"]) for e in envs),
                                  [node_rank * 4 + i for i in range(4)])
 
+    def test_sixty_four_workers(self):
+        # 64 workers exit together: one SIGCHLD may stand for many exits,
+        # so every one must still be reaped and counted.
+        r, envs = run_print_env(self, ["--nproc-per-node", "64"], nproc=64, timeout=60)
+        self.check_contract(envs, nnodes=1, node_rank=0, nproc=64, master_addr="127.0.0.1",
+                            master_port=29500, run_id="none", max_restarts=0)
+
     def test_last_node_of_four(self):
         port = harness.free_port()
         r, envs = run_print_env(self, [

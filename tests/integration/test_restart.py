@@ -6,6 +6,7 @@ fails once recovers; pre/post-train scripts run around each attempt."""
 import json
 import os
 import re
+import signal
 import stat
 import time
 
@@ -47,6 +48,19 @@ class Restarts(harness.ProcessTest):
         # torchrun: "exitcode  : -11 (pid: N)" and "Signal 11 (SIGSEGV)";
         # STYLE.md: 128+signo. Either way the signal must be named.
         self.assertRegex(r.text(), r"SIGSEGV")
+
+    def test_externally_killed_worker_restarts_group(self):
+        # A worker killed from outside (the OOM killer's SIGKILL) is a
+        # failure like any other: the group restarts with count 1.
+        r = self.agent(["--nproc-per-node", "2", "--max-restarts", "1", "--no-python",
+                        harness.helper("exit-with"), "0", "none"])
+        first = r.wait_lines(r"exit-with rank (\d+) attempt 0 pid (\d+)", 2)
+        os.kill(int(first[0].group(2)), signal.SIGKILL)
+        r.wait_lines(r"exit-with rank \d+ attempt 1 pid", 2)
+        r.signal(signal.SIGTERM)
+        self.assertExit(r, 143, timeout=30)
+        for m in first:
+            self.assertFalse(harness.alive(int(m.group(2))))
 
     def test_fail_once_recovers(self):
         marker = os.path.join(self.tmp, "marker")

@@ -113,6 +113,45 @@ class Forwarding(harness.ProcessTest):
         self.assertFalse(harness.alive(pid))
         self.assertRegex(r.text(), r"exitcode\s*:\s*3\b")
 
+    def test_repeated_sigterm(self):
+        # A second SIGTERM during the grace period neither crashes the agent
+        # nor skips the escalation.
+        r = self.agent(["--nproc-per-node", "2", "--shutdown-signal", "SIGTERM",
+                        "--shutdown-timeout", "1", "--no-python", harness.helper("stubborn")])
+        pids = self.ready_pids(r, 2)
+        r.signal(signal.SIGTERM)
+        # The second one usually lands in the grace period (the two may
+        # also merge while pending; either way the agent must cope).
+        r.signal(signal.SIGTERM)
+        self.assertExit(r, 143, timeout=20)
+        for p in pids:
+            self.assertFalse(harness.alive(p))
+
+    def test_sigterm_during_pre_train(self):
+        # The pre-train script is a child like any worker: a signal while it
+        # runs stops it (SIGKILL after the timeout; print-signals takes
+        # SIGTERM) and the agent exits 143 without starting the workers.
+        fifo = os.path.join(self.tmp, "pre-ready")
+        os.mkfifo(fifo)
+        pre = os.path.join(self.tmp, "pre.sh")
+        with open(pre, "w") as f:
+            f.write(f"#!/bin/sh\necho $$ > {fifo}\nexec {harness.helper('print-signals')}\n")
+        os.chmod(pre, 0o755)
+        r = self.agent(["--nproc-per-node", "2", "--shutdown-timeout", "1",
+                        "--pre-train-script", pre, "--no-python",
+                        harness.helper("exit-with"), "0"])
+        got = []
+        t = threading.Thread(target=lambda: got.append(open(fifo).read().strip()), daemon=True)
+        t.start()
+        t.join(15)
+        self.assertTrue(got, "the pre-train script never started")
+        pre_pid = int(got[0])
+        harness.TRACKER.track(pre_pid, "pre-train script")
+        r.signal(signal.SIGTERM)
+        self.assertExit(r, 143, timeout=20)
+        self.assertFalse(harness.alive(pre_pid), "the pre-train script survived")
+        self.assertEqual(r.matches(r"exit-with rank"), [], "workers started after SIGTERM")
+
     def test_agent_sigkill_leaves_no_worker(self):
         r = self.agent(["--nproc-per-node", "4", "--no-python", harness.helper("stubborn")])
         pids = self.ready_pids(r, 4)
