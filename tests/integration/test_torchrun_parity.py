@@ -77,6 +77,24 @@ class TorchrunParity(harness.ProcessTest):
             with self.subTest(rank=rank, key="extras"):
                 self.assertEqual(extras, set(), "variables torchrun does not set")
 
+    def test_same_standalone_environment(self):
+        # --standalone: both pick a free port and a fresh run id, and
+        # torchrun says "localhost" where a loopback address is as good.
+        tr, hp = self.both(["--standalone", "--nproc_per_node", "2", "-r", "1", "-t", "1"])
+        t, h = by_rank(tr), by_rank(hp)
+        self.assertEqual(sorted(h), [0, 1])
+        per_run = DIFFERENT_PER_RUN | {"TORCHELASTIC_RUN_ID", "MASTER_PORT", "MASTER_ADDR", "PYTHON"}
+        for rank in (0, 1):
+            for key, value in t[rank].items():
+                if key in per_run:
+                    continue
+                with self.subTest(rank=rank, key=key):
+                    self.assertEqual(h[rank].get(key), value, f"rank {rank}: {key}")
+            self.assertNotEqual(h[rank]["TORCHELASTIC_RUN_ID"], "none")
+            self.assertIn(h[rank]["MASTER_ADDR"], ("localhost", "127.0.0.1", "::1"))
+        self.assertEqual(h[0]["MASTER_PORT"], h[1]["MASTER_PORT"])
+        self.assertEqual(h[0]["TORCHELASTIC_RUN_ID"], h[1]["TORCHELASTIC_RUN_ID"])
+
     def test_same_failure_summary(self):
         port = harness.free_port()
         env = harness.base_env(HP_EXIT_RANK="1", HP_EXIT_RANK_CODE="3")
