@@ -527,10 +527,26 @@ def have_torch():
     return r.returncode == 0
 
 
+_UNSHARE_TRIES = (
+    ["unshare", "--pid", "--fork", "--mount-proc"],
+    # Not root: a user namespace makes the pid namespace possible.
+    ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"],
+)
+
+
+def unshare_pid_argv():
+    """The unshare command line that gives a fresh pid namespace here, or
+    None when none is permitted."""
+    for argv in _UNSHARE_TRIES:
+        try:
+            r = subprocess.run(argv + ["true"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if r.returncode == 0:
+            return argv
+    return None
+
+
 def can_unshare_pid():
-    try:
-        r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
+    return unshare_pid_argv() is not None

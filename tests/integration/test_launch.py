@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import stat
+import subprocess
 import time
 
 import harness
@@ -84,6 +85,18 @@ def gpu_present():
     return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
+def gpu_counts():
+    """Plausible GPU counts: device nodes, and nvidia-smi's list."""
+    counts = {len(glob.glob("/dev/nvidia[0-9]*"))}
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+        if out.returncode == 0:
+            counts.add(len([l for l in out.stdout.splitlines() if l.startswith("GPU ")]))
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return counts
+
+
 class NprocKinds(harness.ProcessTest):
     def count(self, value):
         r = self.agent(["--nproc-per-node", value, "--no-python", harness.helper("print-env")])
@@ -101,8 +114,12 @@ class NprocKinds(harness.ProcessTest):
 
     def test_auto(self):
         n = self.count("auto")
+        self.assertIn(n, gpu_counts() if gpu_present() else self.cores())
+
+    def test_gpu_with_gpus(self):
         if not gpu_present():
-            self.assertIn(n, self.cores())
+            self.skipTest("no GPU on this machine")
+        self.assertIn(self.count("gpu"), gpu_counts())
 
     def test_gpu_without_gpus_fails(self):
         if gpu_present():

@@ -11,12 +11,10 @@ import unittest
 
 import harness
 
-UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
-
-
 class Pid1(harness.ProcessTest):
     def setUp(self):
-        if not harness.can_unshare_pid():
+        self.unshare = harness.unshare_pid_argv()
+        if not self.unshare:
             raise unittest.SkipTest("unshare --pid --fork --mount-proc is not permitted here")
         super().setUp()
 
@@ -34,7 +32,7 @@ class Pid1(harness.ProcessTest):
     def test_orphans_reaped_as_pid1(self):
         # Pids printed inside the namespace mean nothing outside it.
         r = self.agent(["--nproc-per-node", "2", "--no-python", harness.helper("orphan-maker")],
-                       wrapper=UNSHARE, track_pids=False)
+                       wrapper=self.unshare, track_pids=False)
         ppids = [m.group(1) for m in r.wait_lines(r"orphan ppid (-?\d+)", 2, timeout=15)]
         self.assertEqual(ppids, ["1", "1"], "orphans go to PID 1 inside the namespace")
         self.assertExit(r, 0, timeout=30)
@@ -46,7 +44,7 @@ class Pid1(harness.ProcessTest):
         r = self.agent(["--nproc-per-node", "2", "--shutdown-signal", "SIGTERM",
                         "--shutdown-timeout", "30", "--no-python",
                         harness.helper("print-signals")],
-                       env=env, wrapper=UNSHARE, track_pids=False)
+                       env=env, wrapper=self.unshare, track_pids=False)
         r.wait_lines(r"ready pid", 2, timeout=15)
         os_pid = self.agent_pid(r)
         os.kill(os_pid, signal.SIGTERM)
