@@ -323,8 +323,9 @@ class NoHeadOfLineBlocking(AgentCase):
         # The workers ignore SIGTERM: READY only after the SIGKILL.
         self.assertGreaterEqual(elapsed, grace - 0.5, "READY before the grace expired")
         run.wait_line(r"sending SIGKILL", timeout=T)
-        # 'fast': far below the 3 s the agent spends stopping
-        self.assertLess(worst, 0.5, f"slowest /status of {n} took {worst:.3f}s")
+        # "fast": far below the 3 s the agent spends stopping (1 s leaves room
+        # for a loaded CI machine running a sanitizer build)
+        self.assertLess(worst, 1.0, f"slowest /status of {n} took {worst:.3f}s")
         self.assertGreater(n, 4)
         self.shutdown(run, port)
 

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""GET /status throughput and latency, with and without a restart storm
+(issue 3 §Benchmark; target >= 40k req/s and p99 <= 2 ms on 2 cores).
+
+Scenarios, each against a fresh hyperpodrun on 127.0.0.1:
+  idle   operator mode, waiting in READY (the /status snapshot never changes)
+  storm  local mode, two workers that fail at once (/bin/false) and
+         --max-restarts huge: the agent restarts the group continuously and
+         republishes /status on every transition while the load runs
+
+The load comes from wrk (Debian's package) when it is installed, else from
+bench_status_client.c beside this file (compiled here with cc): C keep-alive
+connections, one request in flight on each, over T client threads. The
+client shares the machine with the agent, so on a 2-core box the numbers
+are what both together manage; the load average is printed before and after.
+Not part of `meson test`.
+
+usage: tests/bench/bench_status.py [--hyperpodrun PATH] [--duration S]
+           [--connections C] [--threads T] [--client auto|wrk|c]
+"""
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+TARGET_RPS = 40_000
+TARGET_P99_MS = 2.0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_status(port, timeout=2.0):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", "/status")
+        return json.loads(c.getresponse().read())
+    finally:
+        c.close()
+
+
+def post(port, path):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("POST", path)
+        return c.getresponse().status
+    finally:
+        c.close()
+
+
+def load_line():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+class Agent:
+    """One hyperpodrun with its log in a file and a known port."""
+
+    def __init__(self, exe, args, tmp, name):
+        self.port = free_port()
+        self.log = os.path.join(tmp, name + ".log")
+        env = dict(os.environ, HYPERPODRUN_LOG_LEVEL="warning",
+                   HYPERPOD_RESOURCE_CONFIG_DIR=os.path.join(tmp, "rc-" + name))
+        self.proc = subprocess.Popen(
+            [exe, "--server-host", "127.0.0.1", "--server-port", str(self.port),
+             "--server-log-level", "error"] + args,
+            env=env, cwd=tmp, stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "w"), start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.first = get_status(self.port)
+                break
+            except (OSError, http.client.HTTPException, ValueError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{name}: agent did not come up; see {self.log}")
+                time.sleep(0.05)
+
+    def restarts(self):
+        """The last 'restarting the worker group (N of M restarts)' N."""
+        with open(self.log, errors="replace") as f:
+            ns = re.findall(r"restarting the worker group \((\d+) of", f.read())
+        return int(ns[-1]) if ns else 0
+
+    def stop(self):
+        try:
+            post(self.port, "/shutdown")
+            self.proc.wait(30)
+        except (OSError, http.client.HTTPException, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def run_wrk(port, args):
+    out = subprocess.run(
+        ["wrk", "-t", str(args.threads), "-c", str(args.connections),
+         "-d", f"{args.duration}s", "--latency", f"http://127.0.0.1:{port}/status"],
+        capture_output=True, text=True, check=True).stdout
+    lat = {m.group(1): to_ms(m.group(2), m.group(3)) for m in
+           re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    mx = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(g) for g in m.groups())
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"requests": total, "rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"],
+            "max_ms": to_ms(mx.group(1), mx.group(2)) if mx else None, "errors": errors}
+
+
+def build_client(tmp):
+    exe = os.path.join(tmp, "bench_status_client")
+    subprocess.run(["cc", "-O2", "-pthread", "-o", exe,
+                    os.path.join(HERE, "bench_status_client.c")], check=True)
+    return exe
+
+
+def run_c(exe, port, args):
+    out = subprocess.run([exe, "127.0.0.1", str(port), "/status", str(args.connections),
+                          str(args.threads), str(args.duration)],
+                         capture_output=True, text=True, check=True).stdout
+    f = dict(zip(out.split()[0::2], out.split()[1::2]))
+    return {"requests": int(f["requests"]), "rps": float(f["rps"]),
+            "p50_ms": int(f["p50_us"]) / 1e3, "p99_ms": int(f["p99_us"]) / 1e3,
+            "max_ms": float(f["max_us"]) / 1e3, "errors": int(f["errors"])}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hyperpodrun", default=os.path.join(ROOT, "build-rel", "hyperpodrun"))
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--client", choices=("auto", "wrk", "c"), default="auto")
+    args = ap.parse_args()
+    args.hyperpodrun = os.path.abspath(args.hyperpodrun)
+    if not os.access(args.hyperpodrun, os.X_OK):
+        raise SystemExit(f"no hyperpodrun at {args.hyperpodrun} "
+                         "(meson setup build-rel --buildtype=release && meson compile -C build-rel)")
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "c"
+    tmp = tempfile.mkdtemp(prefix="bench-status-")
+    cexe = build_client(tmp) if client == "c" else None
+
+    print(f"hyperpodrun: {args.hyperpodrun}")
+    print(f"client: {client}, {args.connections} connections, {args.threads} threads, "
+          f"{args.duration} s per scenario; {os.cpu_count()} CPUs; load before: {load_line()}")
+    scenarios = {
+        "idle": ["--rdzv-backend", "hyperpod", "--nnodes", "2", "--nproc-per-node", "1",
+                 "--no-python", "/bin/true"],
+        "storm": ["--nnodes", "1", "--nproc-per-node", "2", "--max-restarts", "100000000",
+                  "--no-python", "/bin/false"],
+    }
+    rows = []
+    for name, agent_args in scenarios.items():
+        agent = Agent(args.hyperpodrun, agent_args, tmp, name)
+        try:
+            r0 = agent.restarts()
+            t0 = time.monotonic()
+            res = run_wrk(agent.port, args) if client == "wrk" else run_c(cexe, agent.port, args)
+            dt = time.monotonic() - t0
+            res["restarts_per_s"] = (agent.restarts() - r0) / dt
+            res["alive"] = agent.proc.poll() is None
+        finally:
+            agent.stop()
+        res["scenario"] = name
+        rows.append(res)
+
+    print(f"load after: {load_line()}")
+    print(f"{'scenario':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'errors':>6} {'restarts/s':>10}  target (>= {TARGET_RPS} req/s, p99 <= {TARGET_P99_MS} ms)")
+    ok = True
+    for r in rows:
+        hit = r["rps"] >= TARGET_RPS and r["p99_ms"] <= TARGET_P99_MS and r["errors"] == 0
+        ok &= hit
+        mx = f"{r['max_ms']:8.2f}" if r["max_ms"] is not None else f"{'-':>8}"
+        print(f"{r['scenario']:8} {r['rps']:9.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {mx} "
+              f"{r['errors']:6d} {r['restarts_per_s']:10.1f}  {'met' if hit else 'MISSED'}")
+    print(json.dumps(rows))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
