@@ -264,6 +264,55 @@ class StopRunning(OperatorCase):
         op.shutdown(port)
         self.assertExit(run, 0, timeout=T)
 
+    def test_shutdown_while_running(self):
+        # exit-with 0 99: no rank is 99, so every worker waits to be stopped
+        run, port, _ = self.start_agent("agent", [harness.helper("exit-with"), "0", "99"])
+        op.wait_state(port, "ready", T)
+        op.start(port, 1, NNODES, 0, "127.0.0.1", harness.free_port())
+        pids = [int(m.group(1)) for m in run.wait_lines(
+            r"^exit-with rank \d+ attempt 0 pid (\d+)$", NPROC, timeout=T, stream="out")]
+        r = op.request(port, "POST", "/shutdown")
+        self.assertEqual(r.code, 200)
+        self.assertExit(run, 0, timeout=T)
+        survivors = harness.TRACKER.survivors(5.0)
+        self.assertEqual([p for p in pids if p in survivors], [], "workers outlived /shutdown")
+
+
+class LocalModeByHand(harness.ProcessTest):
+    """Local mode keeps the server: /stop then /start by hand (issue 3 §5)."""
+
+    def test_local_stop_then_start(self):
+        marker = os.path.join(self.tmp, "second-attempt")
+        script = os.path.join(self.tmp, "worker.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\n"
+                    f"'{harness.helper('print-env')}' || exit 99\n"
+                    f"[ -e '{marker}' ] && exit 0\n"
+                    f"exec '{harness.helper('exit-with')}' 0 99\n")
+        os.chmod(script, 0o755)
+        run = self.agent(["--nnodes", "1", "--nproc-per-node", str(NPROC),
+                          "--no-python", script], label="local")
+        port = int(run.wait_line(LISTEN_RE, timeout=T).group(1))
+        op.wait_state(port, "running", T)
+        run.wait_lines(r"^exit-with rank \d+ attempt 0 pid \d+$", NPROC, timeout=T, stream="out")
+
+        op.stop(port)
+        st = op.wait_state(port, "ready", T)
+        self.assertTrue(run.running(), "local mode exited on /stop")
+        self.assertIn("STOPPING", st["transitions"])
+
+        open(marker, "w").close()
+        master_port = harness.free_port()
+        op.start(port, 0, 1, 5, "127.0.0.1", master_port)
+        # the second attempt succeeds: local mode then exits 0 by itself
+        self.assertExit(run, 0, timeout=T)
+        envs = worker_envs(run, 5)
+        self.assertEqual(sorted(e["RANK"] for e in envs), [str(i) for i in range(NPROC)],
+                         "TORCHELASTIC_RESTART_COUNT is the /start faultCount")
+        for e in envs:
+            self.assertEqual(e["MASTER_PORT"], str(master_port))
+            self.assertEqual(e["WORLD_SIZE"], str(NPROC))
+
 
 if __name__ == "__main__":
     harness.main()
