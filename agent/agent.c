@@ -137,7 +137,10 @@ static char **worker_argv(const struct hp_agent *a)
 	char **argv = xcalloc(n, sizeof(char *));
 	size_t k = 0;
 	if (!c->no_python) {
-		const char *py = getenv("PYTHON");
+		/* torchrun 1.13 reads PYTHON_EXEC; $PYTHON is ours */
+		const char *py = getenv("PYTHON_EXEC");
+		if (!py || !*py)
+			py = getenv("PYTHON");
 		argv[k++] = xstrdup(py && *py ? py : "python3");
 		argv[k++] = xstrdup("-u");
 		if (c->module)
