@@ -149,7 +149,8 @@ class Lifecycle(OperatorCase):
         self.assertTrue(a1.running(), "agent exited on its own after COMPLETED")
 
         # worker environment, attempt 0: agent 1 ran both ranks to the end
-        a1.wait_lines(ENV_LINE, NPROC, timeout=T, stream="out")
+        a1.wait_lines(r'^\{.*"TORCHELASTIC_RESTART_COUNT": "0"', NPROC,
+                      timeout=T, stream="out")
         envs1 = worker_envs(a1, 0)
         self.assertEqual(sorted(e["RANK"] for e in envs1), ["2", "3"])
         for e in envs1:
@@ -212,8 +213,8 @@ class Lifecycle(OperatorCase):
                 "ips": ["10.0.0.1", "10.0.0.22"],
                 "current_pod_ip": ips2[rank]["ip"], "ips_timestamp": "v3"})
             # attempt 1: both ranks ran, with the operator's fault count
-            deadline_lines = len(worker_envs(run, 0)) + NPROC
-            run.wait_lines(ENV_LINE, deadline_lines, timeout=T, stream="out")
+            run.wait_lines(r'^\{.*"TORCHELASTIC_RESTART_COUNT": "1"', NPROC,
+                           timeout=T, stream="out")
             envs = worker_envs(run, 1)
             self.assertEqual(sorted(int(e["RANK"]) for e in envs),
                              [rank * NPROC + i for i in range(NPROC)])
