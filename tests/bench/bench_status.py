@@ -17,6 +17,7 @@ Not part of `meson test`.
 
 usage: tests/bench/bench_status.py [--hyperpodrun PATH] [--duration S]
            [--connections C] [--threads T] [--client auto|wrk|c]
+           [--storm-worker-ms MS]
 """
 import argparse
 import http.client
@@ -152,6 +153,9 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--client", choices=("auto", "wrk", "c"), default="auto")
+    ap.add_argument("--storm-worker-ms", type=int, default=0,
+                    help="storm workers live this long before failing (0: /bin/false, "
+                         "the worst case: hundreds of restarts a second)")
     args = ap.parse_args()
     args.hyperpodrun = os.path.abspath(args.hyperpodrun)
     if not os.access(args.hyperpodrun, os.X_OK):
@@ -163,14 +167,21 @@ def main():
     tmp = tempfile.mkdtemp(prefix="bench-status-")
     cexe = build_client(tmp) if client == "c" else None
 
+    storm_worker = "/bin/false"
+    if args.storm_worker_ms > 0:
+        storm_worker = os.path.join(tmp, "fail-later.sh")
+        with open(storm_worker, "w") as f:
+            f.write(f"#!/bin/sh\nsleep {args.storm_worker_ms / 1000:.3f}\nexit 1\n")
+        os.chmod(storm_worker, 0o755)
     print(f"hyperpodrun: {args.hyperpodrun}")
     print(f"client: {client}, {args.connections} connections, {args.threads} threads, "
-          f"{args.duration} s per scenario; {os.cpu_count()} CPUs; load before: {load_line()}")
+          f"{args.duration} s per scenario; storm worker {storm_worker}; "
+          f"{os.cpu_count()} CPUs; load before: {load_line()}")
     scenarios = {
         "idle": ["--rdzv-backend", "hyperpod", "--nnodes", "2", "--nproc-per-node", "1",
                  "--no-python", "/bin/true"],
         "storm": ["--nnodes", "1", "--nproc-per-node", "2", "--max-restarts", "100000000",
-                  "--no-python", "/bin/false"],
+                  "--no-python", storm_worker],
     }
     rows = []
     for name, agent_args in scenarios.items():
