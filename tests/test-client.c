@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -155,11 +156,12 @@ static void test_init_bytes(void **state)
 	int fd = accept4(f.listener, NULL, NULL, SOCK_CLOEXEC);
 	assert_true(fd >= 0);
 	unsigned char raw[4 + sizeof(INIT_3) - 1];
-	read_exact(fd, raw, sizeof(raw));
 	size_t n = sizeof(INIT_3) - 1;
 	unsigned char want[4] = {0, 0, (unsigned char)(n >> 8),
 				 (unsigned char)n};
+	read_exact(fd, raw, 4);
 	assert_memory_equal(raw, want, 4);
+	read_exact(fd, raw + 4, n);
 	assert_memory_equal(raw + 4, INIT_3, n);
 	assert_string_equal(hp_client_id(c), "cid-1");
 	assert_int_equal(hp_client_local_rank(c), 3);
@@ -458,6 +460,59 @@ static void test_notifications(void **state)
 	close(fault_pipe[1]);
 }
 
+struct slow_cb {
+	int entered[2], release[2], clearing[2];
+	atomic_int counter;
+	int cb_done, clear_done; /* values of counter at each event */
+	struct hp_client *c;
+};
+
+static void slow_fault_cb(struct hp_client *c, int restart_count, void *ud)
+{
+	struct slow_cb *s = ud;
+	char byte = 'e';
+	assert_int_equal(write(s->entered[1], &byte, 1), 1);
+	read_exact(s->release[0], &byte, 1);
+	s->cb_done = atomic_fetch_add(&s->counter, 1) + 1;
+}
+
+static void *clear_thread(void *arg)
+{
+	struct slow_cb *s = arg;
+	assert_int_equal(write(s->clearing[1], "c", 1), 1);
+	hp_client_on_fault(s->c, NULL, NULL);
+	s->clear_done = atomic_fetch_add(&s->counter, 1) + 1;
+	return NULL;
+}
+
+/* Clearing the callback waits for a running one, so its userdata can go. */
+static void test_clear_callback_waits(void **state)
+{
+	struct fixture *f = *state;
+	struct slow_cb s = {.c = f->c};
+	assert_int_equal(pipe(s.entered), 0);
+	assert_int_equal(pipe(s.release), 0);
+	assert_int_equal(pipe(s.clearing), 0);
+	hp_client_on_fault(f->c, slow_fault_cb, &s);
+	send_frame(f->peer, "{\"type\":\"job_fault\",\"client_id\":\"cid-1\","
+			    "\"restart_count\":1}");
+	char byte;
+	read_exact(s.entered[0], &byte, 1);
+
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, clear_thread, &s), 0);
+	read_exact(s.clearing[0], &byte, 1); /* it is about to clear */
+	assert_int_equal(write(s.release[1], "r", 1), 1);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(s.cb_done, 1);
+	assert_int_equal(s.clear_done, 2);
+	for (int i = 0; i < 2; i++) {
+		close(s.entered[i]);
+		close(s.release[i]);
+		close(s.clearing[i]);
+	}
+}
+
 /* A header announcing more than 1 MiB breaks the connection. */
 static void test_oversized_frame(void **state)
 {
@@ -558,6 +613,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_barrier_timeout_and_stale_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_notifications, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_clear_callback_waits, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_frame, setup,
 						teardown),

@@ -56,6 +56,7 @@ struct hp_client {
 	struct hp_rank_env *start; /* the job_start that released the waiter */
 	hp_client_fault_cb fault_cb;
 	void *fault_ud;
+	bool in_fault_cb; /* the reader is running fault_cb right now */
 };
 
 /* Allocation failure in a worker is not something to recover from here
@@ -513,6 +514,10 @@ void hp_client_on_fault(struct hp_client *c, hp_client_fault_cb cb,
 	pthread_mutex_lock(&c->lock);
 	c->fault_cb = cb;
 	c->fault_ud = userdata;
+	/* Once this returns, the old callback is not running and will not
+	 * run again, so its userdata may go (unless we are that callback). */
+	while (c->in_fault_cb && !pthread_equal(pthread_self(), c->reader))
+		pthread_cond_wait(&c->cond, &c->lock);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -568,9 +573,15 @@ static void handle_frame(struct hp_client *c, const char *data, size_t len)
 		enqueue(c, &ev);
 		hp_client_fault_cb cb = c->fault_cb;
 		void *ud = c->fault_ud;
+		c->in_fault_cb = cb != NULL;
 		pthread_mutex_unlock(&c->lock);
-		if (cb)
+		if (cb) {
 			cb(c, ev.restart_count, ud);
+			pthread_mutex_lock(&c->lock);
+			c->in_fault_cb = false;
+			pthread_cond_broadcast(&c->cond);
+			pthread_mutex_unlock(&c->lock);
+		}
 	} else {
 		if (strcmp(t, "job_rank_info") == 0) {
 			ev.kind = HP_CLIENT_EVENT_RANK_INFO;

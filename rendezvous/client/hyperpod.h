@@ -51,14 +51,16 @@ HP_CLIENT_API void hp_client_free(struct hp_client *c);
 HP_CLIENT_API const char *hp_client_id(const struct hp_client *c);
 HP_CLIENT_API int hp_client_local_rank(const struct hp_client *c);
 
-/* Sends "at_rcb_barrier" and blocks until the agent's "job_start" arrives or
- * timeout_ms passes (-1: no limit; -ETIMEDOUT). A job_start that arrived
- * before this call is stale and ignored (it belongs to the previous run).
- * Fault notifications received while waiting are dropped when the barrier is
- * released: they concern the run that just ended. Then sends
- * "past_rcb_barrier". On success, when out is not NULL, stores the new rank
- * environment there (the caller frees it with hp_rank_env_free). Returns
- * -ECONNRESET, -EMSGSIZE or -EPROTO when the connection broke. */
+/* Sends "at_rcb_barrier" and blocks until the agent's "job_start" arrives
+ * or timeout_ms passes (-1: no limit; -ETIMEDOUT); one thread at a time.
+ * A job_start that arrived before this call is stale and ignored (it
+ * belongs to the previous run). Fault notifications received while waiting
+ * are dropped when the barrier is released: they concern the run that just
+ * ended. Then sends "past_rcb_barrier". On success, when out is not NULL,
+ * stores the new rank environment there (the caller frees it with
+ * hp_rank_env_free). When the connection broke: -ECONNRESET (the agent
+ * closed it), -EMSGSIZE (it sent an oversized frame) or the socket's own
+ * -errno. */
 HP_CLIENT_API int hp_client_wait_barrier(struct hp_client *c, int timeout_ms,
 					 struct hp_rank_env **out);
 
@@ -131,7 +133,9 @@ HP_CLIENT_API void hp_client_event_fini(struct hp_client_event *ev);
 typedef void (*hp_client_fault_cb)(struct hp_client *c, int restart_count,
 				   void *userdata);
 
-/* Sets (or with cb NULL clears) the fault callback. */
+/* Sets (or with cb NULL clears) the fault callback. When it returns, the
+ * previous callback is not running (unless called from inside it) and will
+ * not run again, so its userdata may be freed. */
 HP_CLIENT_API void hp_client_on_fault(struct hp_client *c,
 				      hp_client_fault_cb cb, void *userdata);
 
