@@ -145,6 +145,9 @@ struct hp_fabric {
 	struct fid_av *av;
 	int wait_fd;
 	bool mr_local;
+	size_t inject_size;
+	uint64_t spin_ns;
+	uint64_t idle_since_ns;
 
 	unsigned char name[HP_FABRIC_NAME_MAX];
 	size_t name_len;
@@ -329,14 +332,23 @@ static int rx_repost_all(struct hp_fabric *f)
 	return 0;
 }
 
-/* 0 when posted, -EAGAIN when the provider asks to come back, -EIO (text
- * in f->err) otherwise. */
+/* 0 when posted, 1 when injected (the buffer is free again at once: the
+ * caller puts it back), -EAGAIN when the provider asks to come back, -EIO
+ * (text in f->err) otherwise. Small messages are injected: no completion
+ * to reap, which matters on a barrier's critical path. */
 static int try_send(struct hp_fabric *f, struct xfer *x)
 {
-	ssize_t r = fi_send(f->ep, x->buf, x->len, x->desc, f->addr[x->dst],
+	ssize_t r;
+	if (x->len <= f->inject_size) {
+		r = fi_inject(f->ep, x->buf, x->len, f->addr[x->dst]);
+		if (r == 0)
+			return 1;
+	} else {
+		r = fi_send(f->ep, x->buf, x->len, x->desc, f->addr[x->dst],
 			    &x->ctx);
-	if (r == 0)
-		return 0;
+		if (r == 0)
+			return 0;
+	}
 	if (r == -FI_EAGAIN)
 		return -EAGAIN;
 	set_err(f, "fi_send to rank %u: %s", x->dst, fi_strerror((int)-r));
@@ -387,7 +399,7 @@ static void backlog_flush(struct hp_fabric *f, uint64_t now)
 		}
 		*pp = x->next_free;
 		if (rc)
-			on_send_done(f, x, rc, f->err);
+			on_send_done(f, x, rc < 0 ? rc : 0, f->err);
 	}
 	f->backlog_tail = pp;
 }
@@ -526,6 +538,15 @@ static void apply_data(struct hp_fabric *f, const struct wire_hdr *h,
 {
 	struct coll *c = &f->c;
 	unsigned n = f->size;
+	/* The round is complete, or this would overfill it: a duplicate (a
+	 * late copy of what we already have). */
+	if ((c->msgs > 0 && c->got == c->need) ||
+	    (uint64_t)c->got + h->count > c->need) {
+		f->st.dropped_stale++;
+		hp_debug(COMP, "dropped a duplicate %s from rank %" PRIu32,
+			 op_name(h->op), h->src);
+		return;
+	}
 	if (c->op == HP_FABRIC_OP_BCAST) {
 		if (h->total != c->rec_len || h->arg > h->total ||
 		    h->len > h->total - h->arg || h->count != h->len) {
@@ -762,16 +783,22 @@ static int progress(struct hp_fabric *f)
 }
 
 /* Progresses until something happened or until_ns passed: sleeps on the
- * wait fd where there is one, spins (yielding the CPU) where not. */
+ * wait fd where there is one (after spin_ns without news), spins
+ * (yielding the CPU) where not. */
 static int progress_wait(struct hp_fabric *f, uint64_t until_ns)
 {
 	int n = progress(f);
-	if (n != 0)
+	if (n != 0) {
+		f->idle_since_ns = 0;
 		return n < 0 ? n : 0;
+	}
 	uint64_t now = now_ns();
 	if (now >= until_ns)
 		return 0;
-	if (f->wait_fd < 0) {
+	if (!f->idle_since_ns)
+		f->idle_since_ns = now;
+	/* Sleeping costs a wake-up per message: spin a little first. */
+	if (f->wait_fd < 0 || now - f->idle_since_ns < f->spin_ns) {
 		sched_yield();
 		return 0;
 	}
@@ -833,7 +860,7 @@ static int post_send(struct hp_fabric *f, unsigned dst, struct wire_hdr *h,
 	}
 	if (rc)
 		tx_put(f, x);
-	return rc;
+	return rc < 0 ? rc : 0;
 }
 
 /* Best effort to every peer but us and those gone (STATUS, ABORT, BYE). */
@@ -1033,12 +1060,14 @@ static int dissemination(struct hp_fabric *f)
 	for (unsigned d = 1; d < n; d <<= 1, c->round++) {
 		uint32_t cnt = HP_MIN(d, n - d);
 		unsigned to = (i + d) % n;
-		/* Expect before sending: what arrives while we post is
-		 * applied at once. */
+		/* Expect before sending, and take what is queued first: what
+		 * arrives while we post is applied at once, and must come
+		 * after what arrived before (a duplicate is then dropped). */
 		c->waits_on = (i + n - d) % n;
 		c->first = c->waits_on;
 		c->need = cnt;
 		c->got = c->msgs = 0;
+		drain_queue(f);
 		for (uint32_t off = 0; off < cnt; off += per) {
 			uint32_t m = HP_MIN(per, cnt - off);
 			uint32_t first = (i + n - off) % n;
@@ -1212,6 +1241,7 @@ struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *o, int *err)
 	f->size = o->size;
 	f->epoch = o->epoch;
 	f->wait_fd = -1;
+	f->spin_ns = (uint64_t)o->spin_us * 1000u;
 	f->qtail = &f->qhead;
 	f->backlog_tail = &f->backlog;
 	if (o->size == 0 || o->rank >= o->size) {
@@ -1231,11 +1261,14 @@ struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *o, int *err)
 	uint64_t flags = o->node ? FI_SOURCE : 0;
 	rc = fi_getinfo(FI_VERSION(1, 9), o->node, NULL, flags, hints, &f->info);
 	if (rc == -FI_ENODATA) {
-		hp_warn(COMP, "no provider orders messages: a peer that leaves "
-			"right after a collective may be reported as a failure");
 		hints->tx_attr->msg_order = hints->rx_attr->msg_order = 0;
 		rc = fi_getinfo(FI_VERSION(1, 9), o->node, NULL, flags, hints,
 				&f->info);
+		if (rc == 0)
+			hp_warn(COMP, "%s does not order messages: a peer that "
+				"leaves right after a collective may be "
+				"reported as a failure",
+				f->info->fabric_attr->prov_name);
 	}
 	if (rc)
 		goto out;
@@ -1246,6 +1279,7 @@ struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *o, int *err)
 		rc = -EMSGSIZE;
 		goto out;
 	}
+	f->inject_size = f->info->tx_attr->inject_size;
 	snprintf(f->provider, sizeof(f->provider), "%s",
 		 f->info->fabric_attr->prov_name);
 	f->mr_local = f->info->domain_attr->mr_mode & FI_MR_LOCAL;

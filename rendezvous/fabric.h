@@ -34,6 +34,11 @@ struct hp_fabric_options {
 	/* Do not ask for a wait fd even where the provider offers one:
 	 * collectives then spin on the CQ (the EFA path; for tests). */
 	bool no_wait_fd;
+	/* Inside a collective, poll the CQ this long after the last event
+	 * before sleeping on the wait fd: a wake-up costs more than a
+	 * loopback message. 0 sleeps at once (best when agents outnumber
+	 * cores). */
+	unsigned spin_us;
 };
 
 /* Counters for tests and the status endpoint. */

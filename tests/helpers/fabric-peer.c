@@ -271,10 +271,11 @@ int main(int argc, char **argv)
 		{"node", required_argument, NULL, 'n'},
 		{"epoch", required_argument, NULL, 'e'},
 		{"no-wait-fd", no_argument, NULL, 'b'},
+		{"spin-us", required_argument, NULL, 'u'},
 		{NULL, 0, NULL, 0},
 	};
 	int c;
-	while ((c = getopt_long(argc, argv, "r:s:n:e:b", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:s:n:e:bu:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			o.rank = (unsigned)strtoul(optarg, NULL, 10);
@@ -290,6 +291,9 @@ int main(int argc, char **argv)
 			break;
 		case 'b':
 			o.no_wait_fd = true;
+			break;
+		case 'u':
+			o.spin_us = (unsigned)strtoul(optarg, NULL, 10);
 			break;
 		default:
 			return 2;

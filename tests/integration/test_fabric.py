@@ -158,7 +158,10 @@ def case_kill(peer, n, victim, deadline_ms=1500):
     """The victim sits in a barrier of a later epoch (its messages must be
     queued by the others, never counted), then dies by SIGKILL while the
     others are inside theirs."""
-    scripts = [[f"barrier:5:{deadline_ms}"] for _ in range(n)]
+    # After the failure, epoch 5 is abandoned: a retry in it must be
+    # refused at once (-ESTALE), not run into the same wall.
+    scripts = [[f"barrier:5:{deadline_ms}", "barrier:5:60000"]
+               for _ in range(n)]
     scripts[victim] = ["barrier:6:60000"]
     g = Group(peer, n, scripts)
     try:
@@ -178,6 +181,8 @@ def case_kill(peer, n, victim, deadline_ms=1500):
             assert 0.9 * deadline_ms <= ms <= 1.2 * deadline_ms, \
                 f"rank {r} returned after {ms} ms: {line}"
             assert ranks_named(line) == [victim], f"rank {r}: {line}"
+            again = results(g.lines[r])["barrier:5:60000"][0]
+            assert "rc=ESTALE" in again, f"rank {r}: {again}"
     finally:
         g.kill()
     g.assert_all_exited()
@@ -202,6 +207,25 @@ def case_leave(peer, n, leaver, deadline_ms=10000):
             continue
         line = results(lines[r])[f"barrier:5:{deadline_ms}"][0]
         assert "rc=ECONNRESET" in line and f"rank {leaver} left" in line, \
+            f"rank {r}: {line}"
+        ms = float(re.search(r"ms=([0-9.]+)", line).group(1))
+        assert ms < deadline_ms / 2, f"rank {r} waited {ms} ms: {line}"
+    g.assert_all_exited()
+
+
+def case_mismatch(peer, n=4, deadline_ms=10000):
+    """Rank 0 runs an allgather where the others run a barrier: everyone
+    must fail fast with -EPROTO, nobody mixes the two up or waits."""
+    scripts = [[f"barrier:5:{deadline_ms}"] for _ in range(n)]
+    scripts[0] = [f"allgather:5:64:{deadline_ms}"]
+    g = Group(peer, n, scripts)
+    try:
+        lines = g.finish()
+    finally:
+        g.kill()
+    for r in range(n):
+        line = results(lines[r])[scripts[r][0]][0]
+        assert line.startswith("fail ") and "rc=EPROTO" in line, \
             f"rank {r}: {line}"
         ms = float(re.search(r"ms=([0-9.]+)", line).group(1))
         assert ms < deadline_ms / 2, f"rank {r} waited {ms} ms: {line}"
@@ -248,6 +272,8 @@ def main():
             case_kill(peer, n, victim=n // 2 + 1)
         elif case == "leave":
             case_leave(peer, n, leaver=n - 1)
+        elif case == "mismatch":
+            case_mismatch(peer, n)
         elif case == "stale":
             case_stale(peer, n)
         else:
