@@ -24,6 +24,7 @@ notifications for poll_event() (fileno() is readable while any wait) and
 runs on_fault() callbacks.
 """
 
+import collections
 import errno
 import functools
 import json
@@ -48,6 +49,9 @@ __all__ = [
 SOCKET_ENV = "HYPERPOD_ELASTICAGENT_SOCKET_SERVER_PATH"
 # The reference sets no limit; we drop a connection whose frames exceed it.
 MAX_FRAME = 1 << 20
+# Queued events kept for poll_event(); past this the oldest goes, so a
+# worker that only uses on_fault() does not grow for ever.
+MAX_QUEUED = 1024
 
 RESTART_MODES = (
     "in_process_restart",
@@ -149,7 +153,7 @@ class AgentClient:
         self._sock = None
         self._send_lock = threading.Lock()
         self._lock = threading.Condition()
-        self._events = []
+        self._events = collections.deque(maxlen=MAX_QUEUED)
         self._broken = None          # an OSError once the connection broke
         self._waiting = False        # a wait_at_barrier is armed
         self._start = None           # the job_start that released it
@@ -293,7 +297,7 @@ class AgentClient:
         """The oldest queued Event, or None. Never blocks. Raises
         HyperPodIPCError once the connection broke and nothing is queued."""
         with self._lock:
-            ev = self._events.pop(0) if self._events else None
+            ev = self._events.popleft() if self._events else None
             broken = self._broken
             self._sync_fd()
         if ev is None and broken is not None:
@@ -408,7 +412,9 @@ class AgentClient:
             if ev.kind == "start" and self._waiting:
                 self._start = ev
                 self._fault = None
-                self._events = [e for e in self._events if e.kind != "fault"]
+                self._events = collections.deque(
+                    (e for e in self._events if e.kind != "fault"),
+                    maxlen=MAX_QUEUED)
                 self._lock.notify_all()
             else:
                 if ev.kind == "fault":

@@ -513,6 +513,45 @@ static void test_clear_callback_waits(void **state)
 	}
 }
 
+/* An unpolled queue keeps only the newest 1024 events. */
+static void test_queue_cap(void **state)
+{
+	struct fixture *f = *state;
+	char json[128];
+	assert_int_equal(pipe(fault_pipe), 0);
+	for (int i = 0; i < 1030; i++) {
+		snprintf(json, sizeof(json),
+			 "{\"type\":\"job_rank_info\",\"client_id\":\"cid-1\","
+			 "\"worker_envs\":{\"I\":\"%d\"}}",
+			 i);
+		send_frame(f->peer, json);
+	}
+	/* The callback runs after every earlier frame was queued. */
+	hp_client_on_fault(f->c, on_fault, &fault_pipe);
+	send_frame(f->peer, "{\"type\":\"job_fault\",\"client_id\":\"cid-1\","
+			    "\"restart_count\":4}");
+	int rcnt;
+	read_exact(fault_pipe[0], &rcnt, sizeof(rcnt));
+	assert_int_equal(rcnt, 4);
+
+	struct hp_client_event ev;
+	int n = 0;
+	while (hp_client_poll(f->c, &ev) == 1) {
+		if (n == 0) {
+			assert_int_equal(ev.kind, HP_CLIENT_EVENT_RANK_INFO);
+			assert_string_equal(hp_rank_env_get(ev.env, "I"), "7");
+		}
+		n++;
+		if (n == 1024)
+			assert_int_equal(ev.kind, HP_CLIENT_EVENT_FAULT);
+		hp_client_event_fini(&ev);
+	}
+	assert_int_equal(n, 1024);
+	hp_client_on_fault(f->c, NULL, NULL);
+	close(fault_pipe[0]);
+	close(fault_pipe[1]);
+}
+
 /* A header announcing more than 1 MiB breaks the connection. */
 static void test_oversized_frame(void **state)
 {
@@ -614,6 +653,7 @@ int main(void)
 			test_barrier_timeout_and_stale_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_notifications, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_queue_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clear_callback_waits, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_frame, setup,

@@ -37,6 +37,10 @@ struct event_node {
 	struct hp_client_event ev;
 };
 
+/* A worker that never polls (it may rely on the callback alone) must not
+ * grow without bound over a long job: past this, the oldest event goes. */
+#define MAX_QUEUED 1024
+
 struct hp_client {
 	int sock;
 	int evfd;   /* readable while the queue is non-empty or broken */
@@ -50,6 +54,7 @@ struct hp_client {
 	pthread_mutex_t lock; /* everything below */
 	pthread_cond_t cond;
 	struct event_node *head, *tail;
+	size_t queued;
 	bool evfd_set;
 	int broken;     /* 0, or the -errno that ended the connection */
 	bool waiting;   /* a hp_client_wait_barrier is between send and start */
@@ -459,6 +464,13 @@ static void enqueue(struct hp_client *c, const struct hp_client_event *ev)
 	else
 		c->head = node;
 	c->tail = node;
+	if (++c->queued > MAX_QUEUED) {
+		struct event_node *old = c->head;
+		c->head = old->next;
+		hp_client_event_fini(&old->ev);
+		free(old);
+		c->queued--;
+	}
 	sync_evfd(c);
 }
 
@@ -472,6 +484,7 @@ static void purge_faults(struct hp_client *c)
 		struct event_node *node = *pp;
 		if (node->ev.kind == HP_CLIENT_EVENT_FAULT) {
 			*pp = node->next;
+			c->queued--;
 			hp_client_event_fini(&node->ev);
 			free(node);
 		} else {
@@ -492,6 +505,7 @@ int hp_client_poll(struct hp_client *c, struct hp_client_event *ev)
 		c->head = node->next;
 		if (!c->head)
 			c->tail = NULL;
+		c->queued--;
 		*ev = node->ev;
 		free(node);
 		rc = 1;

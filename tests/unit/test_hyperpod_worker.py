@@ -276,6 +276,26 @@ class PeerTest(unittest.TestCase):
             self.conn.sendall(data[i:i + 1])
         self.assertEqual(seen.get(timeout=30), 3)
 
+    def test_queue_cap(self):
+        seen = queue.Queue()
+        self.client.on_fault(seen.put)
+        self.conn.sendall(b"".join(
+            frame({"type": "job_rank_info", "client_id": "cid-1",
+                   "worker_envs": {"I": str(i)}})
+            for i in range(hw.MAX_QUEUED + 6)))
+        self.conn.sendall(frame({"type": "job_fault", "client_id": "cid-1",
+                                 "restart_count": 4}))
+        self.assertEqual(seen.get(timeout=30), 4)  # all earlier are queued
+        events = []
+        while True:
+            ev = self.client.poll_event()
+            if ev is None:
+                break
+            events.append(ev)
+        self.assertEqual(len(events), hw.MAX_QUEUED)
+        self.assertEqual(events[0].env, {"I": "7"})
+        self.assertEqual(events[-1].kind, "fault")
+
     def test_oversized_frame_breaks_connection(self):
         self.conn.sendall(frame({"type": "job_fault", "client_id": "cid-1",
                                  "restart_count": 1}))
