@@ -139,6 +139,21 @@ static void sb_rep(struct sbuf *b, char c, size_t n)
 		sb_add(b, &c, 1);
 }
 
+const char *hp_failure_text(const struct hp_failure *f, char *buf, size_t len)
+{
+	if (f->message)
+		return f->message;
+	if (f->exitcode < 0)
+		snprintf(buf, len, "Signal %d (%s) received by PID %d",
+			 -f->exitcode, hp_signal_name(-f->exitcode),
+			 (int)f->pid);
+	else
+		snprintf(buf, len, "To enable traceback see: "
+				   "https://pytorch.org/docs/stable/elastic/"
+				   "errors.html");
+	return buf;
+}
+
 /* One "[idx]:" block; returns its widest line. */
 static size_t format_one(struct sbuf *b, size_t idx, const struct hp_failure *f,
 			 const char *hostname)
@@ -150,20 +165,7 @@ static size_t format_one(struct sbuf *b, size_t idx, const struct hp_failure *f,
 	strftime(when, sizeof(when), "%Y-%m-%d_%H:%M:%S", &tm);
 
 	char made_up[128];
-	const char *msg = f->message;
-	if (!msg) {
-		if (f->exitcode < 0)
-			snprintf(made_up, sizeof(made_up),
-				 "Signal %d (%s) received by PID %d",
-				 -f->exitcode, hp_signal_name(-f->exitcode),
-				 (int)f->pid);
-		else
-			snprintf(made_up, sizeof(made_up),
-				 "To enable traceback see: "
-				 "https://pytorch.org/docs/stable/elastic/"
-				 "errors.html");
-		msg = made_up;
-	}
+	const char *msg = hp_failure_text(f, made_up, sizeof(made_up));
 	/* indent a multi-line traceback as torch does */
 	struct sbuf m = {0};
 	for (const char *p = msg; *p; p++) {

@@ -33,6 +33,11 @@ size_t hp_failure_root(const struct hp_failure *fs, size_t n);
 char *hp_failure_summary(const char *name, const struct hp_failure *fs,
 			 size_t n, const char *hostname);
 
+/* torch's ProcessFailure.message: the error file's message, else "Signal
+ * N (SIGX) received by PID P", else the pointer to torch's docs. Returns
+ * f->message or buf (len bytes). */
+const char *hp_failure_text(const struct hp_failure *f, char *buf, size_t len);
+
 void hp_failure_fini(struct hp_failure *f);
 
 /* "SIGKILL" for 9, or "SIG<n>" */
