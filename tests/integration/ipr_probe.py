@@ -30,7 +30,8 @@ Behaviour (environment, all optional):
                       (default 1; -1 never)
   IPR_GATE=PATH       a FIFO opened for reading after connecting and before
                       the first barrier (first generation only): the test
-                      decides when the workers may reach the barrier
+                      decides when the workers may reach the barrier;
+                      "{local_rank}" in PATH is replaced by LOCAL_RANK
   IPR_DATA=1          send job_data and rank_labels after every release
   IPR_SAFETY_S=S      give up (exit 3) after S seconds in one run (120)
 SIGUSR1 makes the worker raise InjectedFault from its main loop: the test
@@ -58,7 +59,7 @@ DIE_RANK = int(os.environ.get("IPR_DIE_RANK", "-1"))
 FAIL_BARE = os.environ.get("IPR_FAIL_BARE") == "1"
 FAULT_MODE = os.environ.get("IPR_FAULT_MODE")
 DONE_AT = int(os.environ.get("IPR_DONE_AT", "1"))
-GATE = os.environ.get("IPR_GATE")
+GATE = os.environ.get("IPR_GATE", "").replace("{local_rank}", str(LOCAL))
 DATA = os.environ.get("IPR_DATA") == "1"
 SAFETY_S = float(os.environ.get("IPR_SAFETY_S", "120"))
 

@@ -22,7 +22,7 @@ import time
 import unittest
 
 import harness
-from ipr_common import (ENV_KEYS, PROBE, frame, probe_env, raw_client,
+from ipr_common import (ENV_KEYS, PROBE, READY, frame, probe_env, raw_client,
                         read_until_eof, ready_pids, records, socket_path,
                         wait_records)
 
@@ -37,7 +37,19 @@ class LocalIPR(harness.ProcessTest):
         args = ["--nnodes=1", "--nproc-per-node", str(nproc),
                 "--inprocess-restart", "--inprocess-timeout", str(timeout),
                 "--max-restarts", str(max_restarts), *extra, PROBE]
-        return self.agent(args, env=probe_env(self.tmp, **env))
+        r = self.agent(args, env=probe_env(self.tmp, **env))
+        self.addCleanup(self.stop_agent, r)
+        return r
+
+    def stop_agent(self, r):
+        """After a failed assertion: stop the agent (and so its workers)
+        with SIGTERM so the survivor check reports only real leaks."""
+        if r.running():
+            r.signal(signal.SIGTERM)
+            try:
+                r.wait(30)
+            except AssertionError:
+                pass
 
     def by_rank(self, recs):
         return {r["rank"]: r for r in recs}
@@ -57,8 +69,17 @@ class LocalIPR(harness.ProcessTest):
             self.assertEqual(rec["env"]["JOB_RESTART_COUNT"], "0")
             self.assertEqual(rec["local_rank"], rank)
 
-        self.assertExit(r, 0, timeout=T)
         pids = {rank: rec["pid"] for rank, rec in first.items()}
+        # back at the barrier and released again: same processes, count + 1
+        second = self.by_rank(wait_records(r, "run", 4, T, run=1))
+        self.assertEqual(sorted(second), [0, 1, 2, 3])
+        for rank, rec in second.items():
+            self.assertEqual(rec["pid"], pids[rank], "rank %d changed process" % rank)
+            self.assertEqual(rec["env"]["TORCHELASTIC_RESTART_COUNT"], "1")
+            self.assertEqual(rec["env"]["JOB_RESTART_COUNT"], "1")
+            self.assertEqual(rec["env"]["RANK"], str(rank))
+            self.assertEqual(rec["restart"], 1)
+        self.assertExit(r, 0, timeout=T)
 
         # the fault reached all four, with the new restart count
         notified = records(r, "notified")
@@ -68,15 +89,6 @@ class LocalIPR(harness.ProcessTest):
         # the three healthy ranks left their run because of it
         self.assertEqual(sorted(f["rank"] for f in records(r, "fault")), [0, 1, 3])
 
-        # back at the barrier and released again: same processes, count + 1
-        second = self.by_rank(records(r, "run", run=1))
-        self.assertEqual(sorted(second), [0, 1, 2, 3])
-        for rank, rec in second.items():
-            self.assertEqual(rec["pid"], pids[rank], "rank %d changed process" % rank)
-            self.assertEqual(rec["env"]["TORCHELASTIC_RESTART_COUNT"], "1")
-            self.assertEqual(rec["env"]["JOB_RESTART_COUNT"], "1")
-            self.assertEqual(rec["env"]["RANK"], str(rank))
-            self.assertEqual(rec["restart"], 1)
         self.assertEqual(len(records(r, "run")), 8, "exactly two runs per rank")
         self.assertEqual(sorted(ready_pids(r)), sorted(pids.values()),
                          "no worker process was started again")
@@ -104,7 +116,8 @@ class LocalIPR(harness.ProcessTest):
         timeout = 2
         r = self.start(timeout=timeout, max_restarts=1, IPR_FAIL_RANK=2,
                        IPR_HANG_RANK=1)
-        first = {rec["rank"]: rec["pid"] for rec in wait_records(r, "run", 4, T, run=0)}
+        # rank -> pid of the first four processes (local rank = rank here)
+        first = {int(m.group(2)): int(m.group(1)) for m in r.wait_lines(READY, 4, T)}
         notified = wait_records(r, "notified", 4, T)
         wait_records(r, "hang", 1, T, rank=1)
         r.wait_line(r"process-level restart: local rank\(s\) 1 not at the "
@@ -137,7 +150,9 @@ class LocalIPR(harness.ProcessTest):
 
     def test_worker_dying_during_the_wait_gives_a_process_level_restart(self):
         r = self.start(timeout=60, max_restarts=1, IPR_FAIL_RANK=2, IPR_DIE_RANK=3)
-        first = {rec["pid"] for rec in wait_records(r, "run", 4, T, run=0)}
+        # the first four processes (a slow one may never get to its run:
+        # the restart can kill it first, so runs do not tell generations)
+        first = {int(m.group(1)) for m in r.wait_lines(READY, 4, T)}
         wait_records(r, "die", 1, T, rank=3)
         self.assertExit(r, 0, timeout=T)
         # well before the 60 s timeout: the death itself ends the wait
@@ -186,7 +201,7 @@ class LocalIPR(harness.ProcessTest):
             pass  # dropped while we were still writing: as good
         self.assertTrue(read_until_eof(b, T))
         b.close()
-        self.assertEqual(len(r.matches(r"dropping client \d+: a frame is longer")), 2)
+        r.wait_lines(r"dropping client \d+: a frame is longer", 2, T)
         # 4. half a frame, then hang up
         c = raw_client(path)
         c.sendall(b"\x00\x00\x01\x00{\"type\":")

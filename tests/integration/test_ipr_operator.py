@@ -8,7 +8,9 @@ emulator (hp_operator.py), as the HyperPod operator drives a 2-node job.
   * a worker fault on agent A -> A FAULTED (B stays RUNNING);
   * /stop on both -> in-process restart -> READY, same processes;
   * /start(faultCount + 1) -> RUNNING, the new count visible to workers;
-  * /stop restart_mode plr -> new worker processes, READY again;
+  * /stop restart_mode plr -> new worker processes, INIT, READY again;
+  * /stop with a rank that never returns (--inprocess-timeout) or after a
+    worker died -> new processes on that agent, READY again;
   * /update reaches the workers as job_rank_info;
   * worker_data, rank_labels and restartMode in /status.
 
@@ -119,20 +121,19 @@ class OperatorIPR(harness.ProcessTest):
 
     # ------------------------------------------------------------------
     def test_ready_only_at_the_barrier_and_start_releases(self):
-        gates = []
-        for g in range(2):
-            path = os.path.join(self.tmp, "gate%d" % g)
-            os.mkfifo(path)
-            gates.append(path)
-        # one gate per agent: the agents share an environment otherwise
+        # a FIFO per agent and local rank: the test lets each worker reach
+        # the barrier when it chooses
         nodes = []
         for g in range(2):
+            for lr in range(NPROC):
+                os.mkfifo(os.path.join(self.tmp, "gate%d-%d" % (g, lr)))
             rcdir = os.path.join(self.tmp, "rc%d" % g)
             r = self.agent(["--rdzv-backend=hyperpod", "--nnodes=2",
                             "--nproc-per-node", str(NPROC), "--inprocess-restart",
                             "--inprocess-timeout", "30", PROBE],
                            env=probe_env(self.tmp, HYPERPOD_RESOURCE_CONFIG_DIR=rcdir,
-                                         IPR_GATE=gates[g], IPR_DONE_AT="-1"),
+                                         HYPERPODRUN_LOG_LEVEL="debug", IPR_DONE_AT="-1",
+                                         IPR_GATE=os.path.join(self.tmp, "gate%d-{local_rank}" % g)),
                            label="agent%d" % g)
             m = r.wait_line(r"operator API listening on http://127\.0\.0\.1:(\d+)$", T)
             nodes.append(Node(r, int(m.group(1)), g, rcdir))
@@ -149,19 +150,26 @@ class OperatorIPR(harness.ProcessTest):
             self.assertEqual(st["restartMode"], "in_process_restart")
             self.assertEqual(st["rank_labels"], {})
 
-        # open agent 0's gate only: agent 0 READY, agent 1 still INIT
-        fd0 = os.open(gates[0], os.O_WRONLY)
-        try:
-            nodes[0].wait("ready")
-            nodes[0].run.wait_line(r"every local rank is at the barrier", T)
-            self.assertEqual(nodes[1].status()["status"], "init")
-        finally:
-            os.close(fd0)
-        fd1 = os.open(gates[1], os.O_WRONLY)
-        try:
-            nodes[1].wait("ready")
-        finally:
-            os.close(fd1)
+        # one rank at the barrier is not enough (agent 0: local rank 0
+        # first, agent 1: local rank 1 first); both are
+        for n, order in ((nodes[0], (0, 1)), (nodes[1], (1, 0))):
+            gate = lambda lr: os.path.join(self.tmp, "gate%d-%d" % (n.group_rank, lr))
+            fd = os.open(gate(order[0]), os.O_WRONLY)
+            try:
+                n.run.wait_line(r"local rank %d at the barrier$" % order[0], T)
+                st = n.status()
+                self.assertEqual(st["status"], "init",
+                                 "agent%d left INIT with only local rank %d at the "
+                                 "barrier: %s" % (n.group_rank, order[0], st))
+            finally:
+                os.close(fd)
+            fd = os.open(gate(order[1]), os.O_WRONLY)
+            try:
+                n.wait("ready")
+                n.run.wait_line(r"every local rank is at the barrier", T)
+            finally:
+                os.close(fd)
+        self.assertEqual(nodes[1].status()["status"], "ready")
         for n in nodes:
             self.assertFalse(records(n.run, "run"), "released before /start")
 
@@ -244,24 +252,12 @@ class OperatorIPR(harness.ProcessTest):
         for n in nodes:
             op.stop(n.port, restart_mode="plr")
         for n in nodes:
-            # the old processes are killed and a new group starts
+            # the old processes are killed, a new group starts: INIT again
             n.run.wait_lines(r"killed by SIGKILL", NPROC, T)
-            n.run.wait_lines(READY, 2 * NPROC, T)
-        for n in nodes:
-            # the new workers reach the barrier: the agent must say READY
-            n.run.wait_lines(r"every local rank is at the barrier", 2, T)
-            try:
-                st = n.wait("ready", 15)
-            except TimeoutError as e:
-                fsm = [l for l in n.run.output("err") if " fsm " in l][-3:]
-                self.fail("agent%d: the new workers are at the barrier but the "
-                          "agent never became READY after /stop plr: %s; fsm "
-                          "log: %s" % (n.group_rank, e, fsm))
-            new = set(ready_pids(n.run)) - old[n.group_rank]
-            self.assertEqual(len(new), NPROC, "new worker processes")
-            for pid in old[n.group_rank]:
-                self.assertFalse(harness.alive(pid))
-            self.assertIn("INIT", st["transitions"])
+            st = self.wait_ready_after_plr(n, old[n.group_rank])
+            tr = st["transitions"]
+            self.assertGreater(tr["INIT"], tr["STOPPING"], "INIT again after /stop plr")
+            self.assertGreater(tr["READY"], tr["INIT"])
         # and the new group is released by the next /start
         self.start_all(1, 29633)
         for n in nodes:
@@ -270,6 +266,65 @@ class OperatorIPR(harness.ProcessTest):
             self.assertFalse({r["pid"] for r in recs} & old[n.group_rank])
             for rec in recs:
                 self.check_env(n, rec, 1, 29633)
+
+    def wait_ready_after_plr(self, n, old_pids):
+        """After a process-level restart: new processes at the barrier, then
+        READY (with a precise message when the agent does not get there)."""
+        n.run.wait_lines(READY, len(old_pids) + NPROC, T)
+        n.run.wait_lines(r"every local rank is at the barrier", 2, T)
+        try:
+            st = n.wait("ready", 15)
+        except TimeoutError as e:
+            fsm = [l for l in n.run.output("err") if " fsm " in l][-3:]
+            self.fail("agent%d: the new workers are at the barrier but the agent "
+                      "never became READY after the process-level restart: %s; "
+                      "fsm log: %s" % (n.group_rank, e, fsm))
+        new = set(ready_pids(n.run)) - set(old_pids)
+        self.assertEqual(len(new), NPROC)
+        for pid in old_pids:
+            self.assertFalse(harness.alive(pid))
+        return st
+
+    def test_stop_with_a_rank_that_never_returns(self):
+        # agent 0's local rank 1 ignores the fault; --inprocess-timeout 2
+        nodes = self.boot(timeout=2, IPR_HANG_RANK=1)
+        a, b = nodes
+        self.start_and_run(0, 29611)
+        pids = {n.group_rank: self.pids(n) for n in nodes}
+        for n in nodes:
+            op.stop(n.port)
+        # B: an in-process restart; A: a process-level one after 2 s
+        b.wait("ready")
+        wait_records(a.run, "hang", 1, T, rank=1)
+        a.run.wait_line(r"process-level restart: local rank\(s\) 1 not at the "
+                        r"barrier within --inprocess-timeout=2 s", T)
+        self.wait_ready_after_plr(a, list(pids[0].values()))
+        self.start_all(1, 29655)
+        for n in nodes:
+            n.wait("running")
+            for rec in wait_records(n.run, "run", NPROC, T, restart=1):
+                self.check_env(n, rec, 1, 29655)
+        self.assertEqual(self.pids(b, restart=1), pids[1], "B kept its processes")
+        self.assertFalse(set(self.pids(a, restart=1).values()) & set(pids[0].values()))
+
+    def test_dead_worker_faults_and_stop_restarts_the_processes(self):
+        nodes = self.boot()
+        a = nodes[0]
+        self.start_and_run(0, 29611)
+        pids = self.pids(a)
+        os.kill(pids[0], signal.SIGKILL)
+        st = a.wait("faulted")
+        self.assertEqual(st["reason"], "WorkerReportedFault", st)
+        self.assertIn("0", st["message"])
+        for n in nodes:
+            op.stop(n.port)
+        nodes[1].wait("ready")
+        self.wait_ready_after_plr(a, list(pids.values()))
+        self.start_all(1, 29666)
+        for n in nodes:
+            n.wait("running")
+            for rec in wait_records(n.run, "run", NPROC, T, restart=1):
+                self.check_env(n, rec, 1, 29666)
 
     # ------------------------------------------------------------------
     def test_update_reaches_workers_as_rank_info(self):
