@@ -74,7 +74,6 @@ struct xfer {
 	bool is_recv;
 	bool busy;
 	bool required; /* a collective's data: an error fails it */
-	bool is_bye;
 	unsigned dst;
 	size_t len;
 	uint64_t queued_ns; /* when it went to the backlog */
@@ -161,7 +160,7 @@ struct hp_fabric {
 	struct chunk *tx_chunks;
 	struct xfer *tx_free;
 	unsigned tx_busy;
-	bool *bye_busy; /* per rank: our BYE to it is not out yet */
+	unsigned *inflight; /* per rank: our sends not completed yet */
 	/* Sends the provider refused with EAGAIN, retried in order on every
 	 * progress pass so a dead peer never blocks the others. */
 	struct xfer *backlog;
@@ -292,9 +291,7 @@ static int tx_get(struct hp_fabric *f, struct xfer **out)
 
 static void tx_put(struct hp_fabric *f, struct xfer *x)
 {
-	if (x->is_bye)
-		f->bye_busy[x->dst] = false;
-	x->is_bye = false;
+	f->inflight[x->dst]--;
 	x->busy = false;
 	x->next_free = f->tx_free;
 	f->tx_free = x;
@@ -334,12 +331,13 @@ static int rx_repost_all(struct hp_fabric *f)
 
 /* 0 when posted, 1 when injected (the buffer is free again at once: the
  * caller puts it back), -EAGAIN when the provider asks to come back, -EIO
- * (text in f->err) otherwise. Small messages are injected: no completion
- * to reap, which matters on a barrier's critical path. */
+ * (text in f->err) otherwise. A collective's small messages are injected:
+ * no completion to reap on a barrier's critical path. The others keep
+ * their completion, so leave() knows when they are out. */
 static int try_send(struct hp_fabric *f, struct xfer *x)
 {
 	ssize_t r;
-	if (x->len <= f->inject_size) {
+	if (x->required && x->len <= f->inject_size) {
 		r = fi_inject(f->ep, x->buf, x->len, f->addr[x->dst]);
 		if (r == 0)
 			return 1;
@@ -833,10 +831,8 @@ static int post_send(struct hp_fabric *f, unsigned dst, struct wire_hdr *h,
 		memcpy(x->buf + sizeof(*h), payload, h->len);
 	x->len = sizeof(*h) + h->len;
 	x->required = required;
-	x->is_bye = h->op == HP_FABRIC_OP_BYE;
-	if (x->is_bye)
-		f->bye_busy[dst] = true;
 	x->dst = dst;
+	f->inflight[dst]++;
 	x->epoch = h->epoch;
 	x->seq = h->seq;
 	f->st.sent++;
@@ -845,8 +841,10 @@ static int post_send(struct hp_fabric *f, unsigned dst, struct wire_hdr *h,
 		return 0;
 	}
 	rc = try_send(f, x);
-	if (rc == -EAGAIN) {
-		/* rxm wants its CQ read before it takes more. */
+	if (rc == -EAGAIN && required) {
+		/* rxm wants its CQ read before it takes more. Best-effort
+		 * messages wait in the backlog instead: they are sent at a
+		 * deadline, where every microsecond counts. */
 		int p = progress(f);
 		if (p < 0) {
 			tx_put(f, x);
@@ -1252,7 +1250,7 @@ struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *o, int *err)
 	f->addr = xcalloc(o->size, sizeof(*f->addr));
 	f->gone = xcalloc(o->size, sizeof(*f->gone));
 	f->blocked_pass = xcalloc(o->size, sizeof(*f->blocked_pass));
-	f->bye_busy = xcalloc(o->size, sizeof(*f->bye_busy));
+	f->inflight = xcalloc(o->size, sizeof(*f->inflight));
 	f->c.status_seen = xcalloc(o->size, sizeof(*f->c.status_seen));
 	f->c.status_waits = xcalloc(o->size, sizeof(*f->c.status_waits));
 
@@ -1381,7 +1379,7 @@ void hp_fabric_free(struct hp_fabric *f)
 	free(f->addr);
 	free(f->gone);
 	free(f->blocked_pass);
-	free(f->bye_busy);
+	free(f->inflight);
 	free(f->c.status_seen);
 	free(f->c.status_waits);
 	free(f);
@@ -1485,11 +1483,12 @@ int hp_fabric_leave(struct hp_fabric *f, int deadline_ms)
 	struct wire_hdr h = {.op = HP_FABRIC_OP_BYE, .epoch = f->epoch};
 	send_all(f, &h, NULL);
 	f->left = true;
-	/* A peer that left too needs no telling. */
+	/* Everything sent before (an ABORT) must be out too, or closing the
+	 * endpoint drops it; a peer that left needs no telling. */
 	for (;;) {
 		unsigned untold = 0;
 		for (unsigned r = 0; r < f->size; r++)
-			untold += f->bye_busy[r] && !f->gone[r];
+			untold += f->inflight[r] && !f->gone[r];
 		if (!untold)
 			break;
 		if (now_ns() >= until) {
@@ -1516,8 +1515,19 @@ int hp_fabric_fd(const struct hp_fabric *f)
 
 int hp_fabric_dispatch(struct hp_fabric *f)
 {
-	int rc = progress(f);
-	return rc < 0 ? rc : 0;
+	/* The fd may only be slept on once fi_trywait() agrees: providers
+	 * keep work the fd does not show (rxm's own buffers). */
+	for (int i = 0; i < 16; i++) {
+		int rc = progress(f);
+		if (rc < 0)
+			return rc;
+		if (f->wait_fd < 0)
+			return 0;
+		struct fid *fids[1] = {&f->cq->fid};
+		if (fi_trywait(f->fabric, fids, 1) == FI_SUCCESS)
+			return 0;
+	}
+	return -EAGAIN;
 }
 
 void hp_fabric_get_stats(const struct hp_fabric *f,

@@ -41,7 +41,8 @@ struct hp_fabric_options {
 	unsigned spin_us;
 };
 
-/* Counters for tests and the status endpoint. */
+/* A fabric is used from one thread (FI_THREAD_DOMAIN): the agent's loop.
+ * Counters for tests and the status endpoint. */
 struct hp_fabric_stats {
 	uint64_t sent;          /* messages posted */
 	uint64_t received;      /* messages received and well-formed */
@@ -130,11 +131,15 @@ const char *hp_fabric_last_error(const struct hp_fabric *f);
 
 /* For the agent's loop (libinput style): an fd that turns readable when
  * the fabric has work, or -1 when the provider offers none (then call
- * hp_fabric_dispatch() from a timer). */
+ * hp_fabric_dispatch() from a timer, e.g. every 100 ms). Call
+ * hp_fabric_dispatch() once before the first poll and after every
+ * collective, then whenever the fd is readable. */
 int hp_fabric_fd(const struct hp_fabric *f);
 
 /* Drains the CQ without blocking: early messages are queued, departures
- * recorded, receives reposted. Returns 0 or -errno. */
+ * recorded, receives reposted. Returns 0 when the fd may be slept on,
+ * -EAGAIN when the provider still had work (call again soon, e.g. from a
+ * zero timer), or another -errno. */
 int hp_fabric_dispatch(struct hp_fabric *f);
 
 void hp_fabric_get_stats(const struct hp_fabric *f,

@@ -9,10 +9,13 @@
  *   inject-stale:E:SEQ      (an allgather message of an old epoch to all)
  *   leave                   stats          say:WORD (a readiness line)
  *   wait                    (blocks, not progressing, until stdin says go)
+ *   wait-queued:K[:MS]      (as the agent's loop would: poll the fabric fd
+ *                           and dispatch until K messages were queued)
  *   bench-barrier:E:ITERS   bench-bcast:E:ITERS:LEN  (prints us per op) */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +213,29 @@ static int run(struct hp_fabric *f, unsigned rank, unsigned size, char *cmd)
 		       st.sent, st.received, st.dropped_stale, st.dropped_bad,
 		       st.queued);
 		return 0;
+	}
+	if (strcmp(verb, "wait-queued") == 0) {
+		double t0 = now_ms(), end = t0 + (double)NUM(1, DEFAULT_MS);
+		struct hp_fabric_stats st;
+		int rc;
+		for (;;) {
+			rc = hp_fabric_dispatch(f);
+			hp_fabric_get_stats(f, &st);
+			if ((rc < 0 && rc != -EAGAIN) || st.queued >= NUM(0, 1))
+				break;
+			if (now_ms() >= end) {
+				rc = -ETIMEDOUT;
+				break;
+			}
+			struct pollfd pfd = {.fd = hp_fabric_fd(f),
+					     .events = POLLIN};
+			if (rc == 0 && pfd.fd >= 0)
+				poll(&pfd, 1, (int)(end - now_ms()) + 1);
+		}
+		if (rc == -EAGAIN)
+			rc = 0;
+		report(f, cmd, rc, t0);
+		return rc;
 	}
 	if (strcmp(verb, "wait") == 0) {
 		char line[64];

@@ -232,6 +232,23 @@ def case_mismatch(peer, n=4, deadline_ms=10000):
     g.assert_all_exited()
 
 
+def case_dispatch(peer, n=4):
+    """Rank 0 sits in its loop (poll on hp_fabric_fd, hp_fabric_dispatch)
+    while the others enter a barrier: their messages must be queued, then
+    used when rank 0 enters, and everyone's barrier must succeed."""
+    scripts = [["barrier:5", "barrier:5"] for _ in range(n)]
+    # Rank 0 hears from ranks -1 and -2 (mod n) without sending first.
+    scripts[0] = ["wait-queued:2", "barrier:5", "barrier:5", "stats"]
+    g = Group(peer, n, scripts)
+    try:
+        lines = g.finish()
+    finally:
+        g.kill()
+    for r in range(n):
+        expect_ok(lines[r], [c for c in scripts[r] if c != "stats"])
+    g.assert_all_exited()
+
+
 def case_stale(peer, n=4):
     """Rank 0 sends allgather messages of a finished collective and of an
     older epoch, each shaped like a real round-0 message from it; the next
@@ -274,6 +291,8 @@ def main():
             case_leave(peer, n, leaver=n - 1)
         elif case == "mismatch":
             case_mismatch(peer, n)
+        elif case == "dispatch":
+            case_dispatch(peer, n)
         elif case == "stale":
             case_stale(peer, n)
         else:
