@@ -16,14 +16,16 @@ interleave inside a line):
   ipr done {json}                        the run completed; exit 0
 
 Behaviour (environment, all optional):
-  IPR_FAIL_RANK=R     global rank R raises InjectedFault right after its
-                      first release while JOB_RESTART_COUNT is 0
+  IPR_FAIL_RANK=R[,R] global rank(s) R raise InjectedFault right after
+                      their first release while JOB_RESTART_COUNT is 0
   IPR_HANG_RANK=R     on a fault, global rank R never returns to the
                       barrier (first process generation only)
   IPR_FAIL_BARE=1     the injected fault is a bare job_fault (no reason, no
                       message) followed by a return to the barrier
   IPR_DIE_RANK=R      on a fault, global rank R exits 5 instead of coming
                       back (first process generation only)
+  IPR_DROP_RANK=R     on a fault, global rank R closes its IPC connection
+                      and waits for ever, alive (first generation only)
   IPR_FAULT_MODE=M    the SIGUSR1 fault is a job_fault with restart_mode M
                       (then back to the barrier)
   IPR_DONE_AT=N       a run with JOB_RESTART_COUNT >= N completes at once
@@ -53,9 +55,10 @@ from hyperpod_worker import (AgentClient, FaultInterrupt,  # noqa: E402
 PID = os.getpid()
 LOCAL = int(os.environ.get("LOCAL_RANK", "0"))
 FIRST_GEN = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
-FAIL_RANK = int(os.environ.get("IPR_FAIL_RANK", "-1"))
+FAIL_RANKS = {int(x) for x in os.environ.get("IPR_FAIL_RANK", "-1").split(",")}
 HANG_RANK = int(os.environ.get("IPR_HANG_RANK", "-1"))
 DIE_RANK = int(os.environ.get("IPR_DIE_RANK", "-1"))
+DROP_RANK = int(os.environ.get("IPR_DROP_RANK", "-1"))
 FAIL_BARE = os.environ.get("IPR_FAIL_BARE") == "1"
 FAULT_MODE = os.environ.get("IPR_FAULT_MODE")
 DONE_AT = int(os.environ.get("IPR_DONE_AT", "1"))
@@ -100,7 +103,7 @@ def train(client):
     if DATA:
         client.send_data("data-r%d-c%d" % (rank, rc))
         client.send_labels({"label_r%d" % rank: "c%d" % rc})
-    if rank == FAIL_RANK and rc == 0 and not injected[0]:
+    if rank in FAIL_RANKS and rc == 0 and not injected[0]:
         injected[0] = True
         if FAIL_BARE:
             client.report_fault(None, None)
@@ -146,6 +149,11 @@ def train(client):
             if rank == DIE_RANK and FIRST_GEN:
                 emit("die", rank=rank)
                 os._exit(5)
+            if rank == DROP_RANK and FIRST_GEN:
+                emit("drop", rank=rank)  # first: the agent kills us soon after
+                client.close()
+                while True:  # alive, but gone from the IPC
+                    signal.pause()
             raise FaultInterrupt(ev.restart_count)
         if ev.kind == "rank_info":
             emit("rank_info", rank=rank, env=ev.env,

@@ -164,6 +164,32 @@ class LocalIPR(harness.ProcessTest):
         self.assertEqual(len(done), 4)
         self.assertFalse(done & first, "the finishing workers must be new processes")
 
+    def test_dropped_connection_during_the_wait_gives_a_process_level_restart(self):
+        r = self.start(timeout=60, max_restarts=1, IPR_FAIL_RANK=2, IPR_DROP_RANK=0)
+        first = {int(m.group(2)): int(m.group(1)) for m in r.wait_lines(READY, 4, T)}
+        wait_records(r, "drop", 1, T, rank=0)
+        r.wait_line(r"process-level restart: local rank 0 dropped its connection "
+                    r"during the barrier wait", T)
+        self.assertExit(r, 0, timeout=T)
+        self.assertLess(r.elapsed, 55, "waited for --inprocess-timeout")
+        # the worker was alive: the agent killed it
+        r.wait_line(r"worker 0 \(pid %d\) killed by SIGKILL" % first[0], 0)
+        done = {rec["pid"] for rec in records(r, "done")}
+        self.assertEqual(len(done), 4)
+        self.assertFalse(done & set(first.values()))
+
+    def test_two_ranks_failing_at_once_give_one_restart(self):
+        r = self.start(IPR_FAIL_RANK="1,2")
+        self.assertExit(r, 0, timeout=T)
+        pids = {rec["rank"]: rec["pid"] for rec in records(r, "run", run=0)}
+        again = {rec["rank"]: rec["pid"] for rec in records(r, "run", run=1)}
+        self.assertEqual(again, pids)
+        self.assertEqual(sorted(rec["restart"] for rec in records(r, "run", run=1)), [1] * 4)
+        self.assertEqual(sorted(n["restart_count"] for n in records(r, "notified")), [1] * 4)
+        self.assertEqual(len(r.matches(r"in-process restart \d+: asking")), 1)
+        self.assertEqual(len(r.matches(r"reported a fault: InjectedFault, restart mode")), 2)
+        self.assertEqual(len(records(r, "run")), 8)
+
     # ------------------------------------------------------------------
     def test_garbage_on_the_ipc_socket_is_dropped_without_harm(self):
         r = self.start(IPR_DONE_AT="1")
