@@ -522,6 +522,8 @@ static void stopped(struct hp_agent *a)
 		agent_finish(a, 128 + a->term_signal);
 		break;
 	case AFTER_RESPAWN:
+		/* fresh processes wait at the barrier again: INIT */
+		agent_fire(a, HP_EV_REINIT, NULL, NULL);
 		a->restart_count++;
 		agent_begin_attempt(a);
 		break;
@@ -572,16 +574,25 @@ void agent_start_stop(struct hp_agent *a, enum after_stop after, int sig,
 	check_stopped(a);
 }
 
+/* The reference PLR agent's words for a crashed worker group: reason
+ * WorkerCrash, one "Local Rank N exited with code C due to: …" line per
+ * failure (torch's ProcessFailure.message). */
 void agent_group_failed(struct hp_agent *a)
 {
-	char msg[512];
+	char msg[sizeof(a->fsm.message)];
 	int off = snprintf(msg, sizeof(msg),
-			   "The processes reported a failure on ranks ");
-	for (size_t i = 0; i < a->n_failures && off < (int)sizeof(msg) - 16;
-	     i++)
-		off += snprintf(msg + off, sizeof(msg) - (size_t)off, "%s%d",
-				i ? "," : "", a->failures[i].rank);
-	agent_fire(a, HP_EV_FAILED, "WorkerReportedFault", msg);
+			   "A training worker process has crashed:\n");
+	for (size_t i = 0; i < a->n_failures && off < (int)sizeof(msg) - 1;
+	     i++) {
+		char buf[128];
+		const struct hp_failure *f = &a->failures[i];
+		off += snprintf(msg + off, sizeof(msg) - (size_t)off,
+				"    Local Rank %d exited with code %d due to: "
+				"%s\n",
+				f->local_rank, f->exitcode,
+				hp_failure_text(f, buf, sizeof(buf)));
+	}
+	agent_fire(a, HP_EV_FAILED, "WorkerCrash", msg);
 	agent_start_stop(a, AFTER_FAULT, a->cfg->shutdown_signal,
 		   a->cfg->shutdown_timeout);
 }
