@@ -314,8 +314,10 @@ class OperatorIPR(harness.ProcessTest):
         pids = self.pids(a)
         os.kill(pids[0], signal.SIGKILL)
         st = a.wait("faulted")
-        self.assertEqual(st["reason"], "WorkerReportedFault", st)
-        self.assertIn("0", st["message"])
+        # a crashed process (not an IPC-reported fault): the reference's
+        # WorkerCrash, naming local rank 0 and the signal
+        self.assertEqual(st["reason"], "WorkerCrash", st)
+        self.assertIn("Local Rank 0 exited with code -9", st["message"])
         for n in nodes:
             op.stop(n.port)
         nodes[1].wait("ready")

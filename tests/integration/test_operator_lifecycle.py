@@ -136,9 +136,11 @@ class Lifecycle(OperatorCase):
         # --- agent 0 faults, agent 1 completes ----------------------------
         st0 = op.wait_state(p0, "faulted", T, fail_on=("completed",))
         st1 = op.wait_state(p1, "completed", T, fail_on=("faulted",))
-        self.assertEqual(st0["reason"], "WorkerReportedFault", st0)
+        self.assertEqual(st0["reason"], "WorkerCrash", st0)
+        # the reference PLR agent's words for a crashed worker
         self.assertRegex(st0["message"],
-                         r"^The processes reported a failure on ranks [01]$")
+                         r"^A training worker process has crashed:\n"
+                         r"    Local Rank [01] exited with code 1 due to: ")
         self.assertTransitions(st0, ["INIT", "READY", "RUNNING", "FAULTED"])
         self.assertTransitions(st1, ["INIT", "READY", "RUNNING", "COMPLETED"])
         self.assertCommon(st0, 0)
