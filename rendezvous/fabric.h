@@ -41,8 +41,7 @@ struct hp_fabric_options {
 	unsigned spin_us;
 };
 
-/* A fabric is used from one thread (FI_THREAD_DOMAIN): the agent's loop.
- * Counters for tests and the status endpoint. */
+/* Counters for tests and the status endpoint. */
 struct hp_fabric_stats {
 	uint64_t sent;          /* messages posted */
 	uint64_t received;      /* messages received and well-formed */
@@ -51,7 +50,9 @@ struct hp_fabric_stats {
 	uint64_t queued;        /* arrived early and went to the unexpected list */
 };
 
-/* Opens the fabric, domain, endpoint, CQ and AV and posts receives.
+/* Opens the fabric, domain, endpoint, CQ and AV and posts receives. A
+ * fabric is then used from one thread only (FI_THREAD_DOMAIN): the
+ * agent's loop.
  * Returns NULL and logs why when no provider fits (a caller that cannot
  * run without the fabric treats that as "no fabric here"); *err gets the
  * -errno when err is not NULL. */
