@@ -17,6 +17,8 @@ struct hp_start_req;
 struct hp_stop_req;
 struct hp_ipc;
 struct hp_resconf;
+struct hp_logmon;
+struct hp_metrics;
 
 enum stage {
 	STAGE_IDLE = 0,
@@ -97,6 +99,13 @@ struct hp_agent {
 	bool start_pending;       /* /start came before the barrier was full */
 	const char *restart_mode; /* /status restartMode */
 	char *failed_ranks;       /* "1,3" for the fault message */
+
+	/* log monitoring (logmon.c) and /metrics (metrics.c; ipr.c may call
+	 * hp_metrics_observe_barrier(a->metrics, s)) */
+	struct hp_logmon *logmon;
+	struct hp_metrics *metrics;
+	double fault_at;   /* hp_metrics_now() of the failure being answered */
+	bool spawned_once; /* a later spawn_group is a process restart */
 
 	bool loop_ready;
 	bool exiting;

@@ -25,7 +25,9 @@
 #include "fsm.h"
 #include "hp-version.h"
 #include "log.h"
+#include "logmon.h"
 #include "logs.h"
+#include "metrics.h"
 #include "rendezvous/ipc.h"
 #include "rendezvous/resconf.h"
 #include "server/server.h"
@@ -118,13 +120,50 @@ void agent_publish(struct hp_agent *a)
 	};
 	hp_server_publish(a->server, hp_json_status(&st));
 	free(labels);
+	hp_server_publish_metrics(a->server, hp_metrics_render(a->metrics));
+}
+
+/* A failure being answered ends when its replacements run. */
+static void restart_done(struct hp_agent *a)
+{
+	if (a->fault_at > 0)
+		hp_metrics_observe_restart(a->metrics,
+					   hp_metrics_now() - a->fault_at);
+	a->fault_at = 0;
+}
+
+/* What a state change means for log monitoring and /metrics: rules are
+ * armed afresh whenever the group (re)enters RUNNING, as the reference
+ * starts its log agent with each start and clears it on each stop. */
+static void state_changed(struct hp_agent *a, enum hp_state from,
+			  enum hp_event ev)
+{
+	enum hp_state to = a->fsm.state;
+	hp_metrics_set_state(a->metrics, to);
+	if (to == HP_STATE_FAULTED && a->fault_at <= 0)
+		a->fault_at = hp_metrics_now();
+	if (a->ipc && from == HP_STATE_STOPPING && ev == HP_EV_STOPPED)
+		hp_metrics_restart(a->metrics, HP_METRICS_RESTART_IN_PROCESS);
+	if (!a->logmon)
+		return;
+	if (to == HP_STATE_RUNNING) {
+		if (a->ipc)
+			restart_done(a); /* IPR: the ranks are released */
+		if (!a->spare)
+			hp_logmon_arm(a->logmon);
+	} else if (from == HP_STATE_RUNNING) {
+		hp_logmon_disarm(a->logmon);
+	}
 }
 
 void agent_fire(struct hp_agent *a, enum hp_event ev, const char *reason,
 		 const char *message)
 {
-	if (hp_fsm_fire(&a->fsm, ev, reason, message) == 0)
+	enum hp_state from = a->fsm.state;
+	if (hp_fsm_fire(&a->fsm, ev, reason, message) == 0) {
+		state_changed(a, from, ev);
 		agent_publish(a);
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -417,6 +456,10 @@ static void spawn_group(struct hp_agent *a)
 		agent_group_failed(a);
 		return;
 	}
+	if (a->spawned_once)
+		hp_metrics_restart(a->metrics, HP_METRICS_RESTART_PROCESS);
+	a->spawned_once = true;
+	restart_done(a);
 	hp_info("agent", "started %d workers (attempt %d, group rank %d, "
 		"world size %d)", a->nproc, a->restart_count, a->group_rank,
 		a->nnodes * a->nproc);
@@ -641,6 +684,10 @@ static void worker_exited(struct hp_agent *a, struct worker *w, int status)
 	w->pid = 0;
 	a->nrunning--;
 	hp_logs_drain_rank(a->logs, w->local_rank);
+	hp_metrics_worker_exit(a->metrics, status);
+	if (a->server)
+		hp_server_publish_metrics(a->server,
+					  hp_metrics_render(a->metrics));
 	if (WIFSIGNALED(status))
 		hp_info("agent", "worker %d (pid %d) killed by %s",
 			w->local_rank, (int)pid,
@@ -740,6 +787,58 @@ static void signal_cb(uv_signal_t *h, int signum)
 }
 
 /* ------------------------------------------------------------------ */
+/* log monitoring                                                      */
+
+static void on_worker_line(void *ud, int local_rank, int stream,
+			   const char *line, size_t len)
+{
+	struct hp_agent *a = ud;
+	/* the reference monitors local rank 0's stdout.log only */
+	if (local_rank == 0 && stream == 1)
+		hp_logmon_line(a->logmon, line, len);
+}
+
+/* A rule tripped (logmon.h): FAULTED with the reference's reason and
+ * message. PLR stops the group as for a worker failure (inferred: the
+ * reference leaves hung workers running until the operator's /stop; we
+ * free the GPUs at once and /stop still answers as usual). IPR keeps the
+ * workers for the operator's /stop (an in-process restart); local mode has
+ * no operator, so it restarts the processes. */
+static void on_log_trip(void *ud, enum hp_logmon_state st, const char *rule,
+			const char *reason, const char *message)
+{
+	struct hp_agent *a = ud;
+	hp_metrics_log_trip(a->metrics, rule,
+			    st == HP_LOGMON_SLOW	  ? "slow"
+			    : st == HP_LOGMON_HANGING ? "hanging"
+						      : "faulted");
+	if (a->fsm.state != HP_STATE_RUNNING) {
+		agent_publish(a);
+		return;
+	}
+	hp_error("agent", "log monitoring: rule '%s' is %s: the job is "
+		 "faulted (%s)", rule, hp_logmon_state_name(st), reason);
+	agent_fire(a, HP_EV_FAILED, reason, message);
+	if (a->ipc) {
+		if (a->cfg->mode == HP_MODE_LOCAL)
+			ipr_process_level_restart(a, reason);
+		return;
+	}
+	agent_start_stop(a, AFTER_FAULT, a->cfg->shutdown_signal,
+			 a->cfg->shutdown_timeout);
+}
+
+/* /start's log_monitoring_configuration replaces the rules. Worker output
+ * is relayed through the agent only while rules exist, except in IPR
+ * operator mode, where workers start before any /start (hp_agent_run). */
+static void configure_logmon(struct hp_agent *a, const char *json)
+{
+	int n = hp_logmon_configure(a->logmon, json);
+	if (!a->ipc)
+		hp_logs_set_line_cb(a->logs, n > 0 ? on_worker_line : NULL, a);
+}
+
+/* ------------------------------------------------------------------ */
 /* operator commands                                                   */
 
 void agent_apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
@@ -758,6 +857,7 @@ void agent_apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
 		hp_resconf_apply(a->resconf, r->rank, r->nnodes, r->rank_ips,
 				 r->n_rank_ips, r->has_rank_ips, r->ip_version);
 	if (is_start) {
+		configure_logmon(a, r->log_monitoring_json);
 		a->restart_count = r->fault_count;
 		free(a->progress_json);
 		a->progress_json = xstrdup_or_null(r->progress_json);
@@ -947,6 +1047,7 @@ struct hp_agent *hp_agent_new(const struct hp_config *cfg)
 		strcpy(a->hostname, "localhost");
 	a->entrypoint_name = cfg->script_argc ? cfg->script_argv[0] : "worker";
 	hp_fsm_init(&a->fsm, cfg->inprocess_restart);
+	a->metrics = hp_metrics_new(HP_VERSION);
 	return a;
 }
 
@@ -968,6 +1069,7 @@ static int setup_loop(struct hp_agent *a)
 	a->wake.data = a;
 	uv_timer_init(&a->loop, &a->kill_timer);
 	a->kill_timer.data = a;
+	a->logmon = hp_logmon_new(&a->loop, on_log_trip, a);
 	return 0;
 }
 
@@ -1008,6 +1110,8 @@ int hp_agent_run(struct hp_agent *a)
 		a->exit_code = 1;
 		goto out;
 	}
+	if (c->inprocess_restart && c->mode == HP_MODE_OPERATOR)
+		hp_logs_set_line_cb(a->logs, on_worker_line, a);
 	const char *rcdir = getenv("HYPERPOD_RESOURCE_CONFIG_DIR");
 	if (c->mode == HP_MODE_OPERATOR || (rcdir && *rcdir)) {
 		a->resconf = hp_resconf_new(rcdir && *rcdir ? rcdir : NULL);
@@ -1074,11 +1178,15 @@ void hp_agent_free(struct hp_agent *a)
 	hp_server_free(a->server, a->cfg->server_shutdown_timeout);
 	ipr_teardown(a);
 	hp_logs_free(a->logs);
+	hp_logmon_free(a->logmon);
 	hp_resconf_free(a->resconf);
 	ipr_free_worker_data(a);
 	if (a->loop_ready) {
 		uv_walk(&a->loop, close_walk, NULL);
-		uv_run(&a->loop, UV_RUN_DEFAULT);
+		/* an agent_finish() before the loop ever ran leaves a uv_stop()
+		 * pending, and the first uv_run only consumes it */
+		while (uv_run(&a->loop, UV_RUN_DEFAULT) != 0)
+			;
 		uv_loop_close(&a->loop);
 	}
 	clear_failures(a);
@@ -1087,5 +1195,6 @@ void hp_agent_free(struct hp_agent *a)
 	free(a->run_id);
 	free(a->progress_json);
 	free(a->req_worker_data);
+	hp_metrics_free(a->metrics);
 	free(a);
 }

@@ -91,11 +91,35 @@ static void route_status(struct hp_server *s, struct evhttp_request *req)
 	free(st);
 }
 
+/* The agent's published text, then this thread's own request counters
+ * (none before the agent's first publish: the body stays empty). */
 static void route_metrics(struct hp_server *s, struct evhttp_request *req)
 {
 	char *m = hp_srv_copy(s, &s->metrics);
+	if (!m) {
+		hp_srv_reply(s, req, 200,
+			     "text/plain; version=0.0.4; charset=utf-8", "", 0);
+		return;
+	}
+	struct evbuffer *b = evbuffer_new();
+	if (!b)
+		hp_bug("evbuffer_new failed");
+	evbuffer_add(b, m, strlen(m));
+	evbuffer_add_printf(b,
+			    "# HELP hyperpodrun_http_requests_total HTTP "
+			    "requests answered, by route and status code.\n"
+			    "# TYPE hyperpodrun_http_requests_total counter\n");
+	for (size_t i = 0; i < s->n_http_count; i++) {
+		const struct hp_srv_http_count *c = &s->http_count[i];
+		evbuffer_add_printf(b,
+				    "hyperpodrun_http_requests_total{"
+				    "route=\"%s\",code=\"%d\"} %llu\n",
+				    c->route, c->code, c->n);
+	}
+	size_t len = evbuffer_get_length(b);
 	hp_srv_reply(s, req, 200, "text/plain; version=0.0.4; charset=utf-8",
-		     m ? m : "", m ? strlen(m) : 0);
+		     (const char *)evbuffer_pullup(b, -1), len);
+	evbuffer_free(b);
 	free(m);
 }
 
@@ -124,6 +148,31 @@ static const struct route {
 	{"/metrics", EVHTTP_REQ_GET, "GET, HEAD", route_metrics},
 	{"/fabric", EVHTTP_REQ_GET, "GET, HEAD", route_fabric},
 };
+
+void hp_srv_count_reply(struct hp_server *s, struct evhttp_request *req,
+			int code)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	/* only known routes become labels, so a scan of random paths cannot
+	 * grow the table */
+	const char *route = "other";
+	for (size_t i = 0; path && i < HP_ARRAY_LEN(routes); i++)
+		if (strcmp(path, routes[i].path) == 0)
+			route = routes[i].path;
+	size_t i = 0;
+	struct hp_srv_http_count *c = s->http_count;
+	while (i < s->n_http_count &&
+	       !(c[i].route == route && c[i].code == code))
+		i++;
+	if (i == s->n_http_count) {
+		if (i == HP_ARRAY_LEN(s->http_count))
+			return; /* 8 routes x the codes we send fit */
+		c[s->n_http_count++] =
+			(struct hp_srv_http_count){route, code, 0};
+	}
+	c[i].n++;
+}
 
 void hp_srv_route(struct evhttp_request *req, void *arg)
 {

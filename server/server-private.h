@@ -48,6 +48,14 @@ struct hp_server {
 	char *status, *metrics, *fabric; /* mu */
 	double drain_timeout;           /* mu */
 
+	/* server thread only: replies by route and status, for /metrics */
+	struct hp_srv_http_count {
+		const char *route; /* a routes[] path or "other" */
+		int code;
+		unsigned long long n;
+	} http_count[64];
+	size_t n_http_count;
+
 	struct hp_pending *all;
 	int unflushed; /* replies handed to evhttp and not yet written */
 	bool draining;
@@ -67,6 +75,9 @@ void hp_srv_reply_detail(struct hp_server *s, struct evhttp_request *req,
  * is sent later from the server thread. Takes ownership of p. */
 void hp_srv_submit(struct hp_server *s, struct evhttp_request *req,
 		   struct hp_pending *p);
+/* routes.c: counts one reply in s->http_count (server thread). */
+void hp_srv_count_reply(struct hp_server *s, struct evhttp_request *req,
+			int code);
 /* A copy of a published text (status/metrics/fabric), or NULL. */
 char *hp_srv_copy(struct hp_server *s, char *const *field);
 

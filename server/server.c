@@ -138,6 +138,7 @@ void hp_srv_reply(struct hp_server *s, struct evhttp_request *req, int code,
 		  const char *content_type, const char *body, size_t len)
 {
 	access_log(s, req, code);
+	hp_srv_count_reply(s, req, code);
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	if (content_type)
 		evhttp_add_header(h, "Content-Type", content_type);

@@ -363,7 +363,11 @@ static void test_routes(void **st)
 	hp_server_publish_metrics(a->srv, xstrdup("hp_up 1\n"));
 	http(port, "GET", "/metrics", NULL, &r);
 	assert_int_equal(r.code, 200);
-	assert_string_equal(r.body, "hp_up 1\n");
+	/* the agent's text, then the server's own request counters (the
+	 * first /metrics above counted already) */
+	assert_int_equal(strncmp(r.body, "hp_up 1\n# HELP ", 15), 0);
+	assert_non_null(strstr(r.body, "\nhyperpodrun_http_requests_total{"
+				       "route=\"/metrics\",code=\"200\"} 1\n"));
 	assert_non_null(strstr(r.headers, "content-type: text/plain; "
 					  "version=0.0.4"));
 	resp_fini(&r);
