@@ -100,11 +100,11 @@ struct hp_agent {
 	const char *restart_mode; /* /status restartMode */
 	char *failed_ranks;       /* "1,3" for the fault message */
 
-	/* log monitoring (logmon.c) and /metrics (metrics.c; ipr.c may call
-	 * hp_metrics_observe_barrier(a->metrics, s)) */
+	/* log monitoring (logmon.c) and /metrics (metrics.c) */
 	struct hp_logmon *logmon;
 	struct hp_metrics *metrics;
 	double fault_at;   /* hp_metrics_now() of the failure being answered */
+	double barrier_at; /* IPR: when STOPPING began the barrier wait */
 	bool spawned_once; /* a later spawn_group is a process restart */
 
 	bool loop_ready;

@@ -142,8 +142,16 @@ static void state_changed(struct hp_agent *a, enum hp_state from,
 	hp_metrics_set_state(a->metrics, to);
 	if (to == HP_STATE_FAULTED && a->fault_at <= 0)
 		a->fault_at = hp_metrics_now();
-	if (a->ipc && from == HP_STATE_STOPPING && ev == HP_EV_STOPPED)
+	/* IPR's in-process cycle is STOPPING (job_fault sent, waiting at the
+	 * barrier) -> READY (every rank back); a process-level restart
+	 * leaves STOPPING another way */
+	if (a->ipc && to == HP_STATE_STOPPING)
+		a->barrier_at = hp_metrics_now();
+	if (a->ipc && from == HP_STATE_STOPPING && ev == HP_EV_STOPPED) {
 		hp_metrics_restart(a->metrics, HP_METRICS_RESTART_IN_PROCESS);
+		hp_metrics_observe_barrier(a->metrics,
+					   hp_metrics_now() - a->barrier_at);
+	}
 	if (!a->logmon)
 		return;
 	if (to == HP_STATE_RUNNING) {

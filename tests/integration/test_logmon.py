@@ -191,5 +191,62 @@ class LogMonitoring(harness.ProcessTest):
         self.shutdown(run, port)
 
 
+class LogMonitoringIPR(harness.ProcessTest):
+    """--inprocess-restart in operator mode (ipr_probe.py workers): the
+    rules are armed when /start releases the barrier; a trip leaves the
+    workers alive for the operator's /stop, which restarts them in
+    process; the next /start arms its own rules. /metrics counts the
+    in-process restart, its barrier wait and the restart latency."""
+    survivor_timeout = 10.0
+
+    def test_ipr_hang_then_inprocess_restart(self):
+        from ipr_common import PROBE, probe_env, ready_pids, wait_records
+        run = self.agent(["--rdzv-backend=hyperpod", "--nnodes=1",
+                          "--nproc-per-node", str(NPROC),
+                          "--inprocess-restart", "--inprocess-timeout", "60",
+                          PROBE],
+                         env=probe_env(self.tmp, IPR_DONE_AT="-1",
+                                       HYPERPOD_RESOURCE_CONFIG_DIR=os.path.join(
+                                           self.tmp, "rc")))
+        port = int(run.wait_line(LISTEN_RE, timeout=T).group(1))
+        op.wait_state(port, "ready", T)
+        pids = set(ready_pids(run))
+        # the probe prints one "ipr run" record per release and then
+        # trains silently: the recurring rule misses its deadline
+        op.start(port, 0, 1, 0, "127.0.0.1", harness.free_port(),
+                 log_monitoring_configuration=[
+                     {"name": "Run", "logPattern": r"ipr run \{",
+                      "expectedRecurringFrequencyInSeconds": 1}])
+        run.wait_line(r"RUNNING -> FAULTED reason=LogHang_Run ", timeout=T)
+        st = op.wait_state(port, "faulted", T)
+        self.assertTrue(st["message"].startswith(HANG + "{'Run': 'ipr run {"),
+                        st)
+        self.assertEqual(st["restartMode"], "in_process_restart")
+        # IPR keeps the workers: /stop restarts them in process
+        op.stop(port)
+        op.wait_state(port, "ready", T)
+        op.start(port, 0, 1, 1, "127.0.0.1", harness.free_port(),
+                 log_monitoring_configuration=[
+                     {"name": "Restarted", "faultOnMatch": True,
+                      "logPattern": r'ipr run .*"restart": 1'}])
+        run.wait_line(r"RUNNING -> FAULTED reason=LogFault_Restarted ",
+                      timeout=T)
+        wait_records(run, "run", 2 * NPROC, T)
+        self.assertEqual(set(ready_pids(run)), pids,
+                         "the same worker processes throughout")
+        text = op.request(port, "GET", "/metrics").body
+        self.assertIn('hyperpodrun_restarts_total{mode="in_process"} 1\n',
+                      text)
+        self.assertIn('hyperpodrun_restarts_total{mode="process"} 0\n', text)
+        self.assertIn("hyperpodrun_ipr_barrier_wait_seconds_count 1\n", text)
+        self.assertIn("hyperpodrun_restart_latency_seconds_count 1\n", text)
+        self.assertIn('hyperpodrun_log_rule_trips_total{rule="Run",'
+                      'state="hanging"} 1\n', text)
+        self.assertIn('hyperpodrun_log_rule_trips_total{rule="Restarted",'
+                      'state="faulted"} 1\n', text)
+        op.shutdown(port)
+        self.assertExit(run, 0)
+
+
 if __name__ == "__main__":
     harness.main()
