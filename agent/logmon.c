@@ -184,7 +184,13 @@ static pcre2_code *compile(const char *rule, const char *what,
 		hp_error("logmon", "rule '%s': %s /%s/ does not compile at "
 			 "offset %zu: %s", rule, what, pattern, (size_t)off,
 			 (const char *)msg);
+		return NULL;
 	}
+	/* JIT where available (several times faster on the ".*x.*"
+	 * patterns operators write); it honours the match limit and its
+	 * fixed 32 KiB stack bounds the depth. Without JIT, pcre2_match
+	 * interprets under all three limits. */
+	(void)pcre2_jit_compile(c, PCRE2_JIT_COMPLETE);
 	return c;
 }
 
