@@ -683,6 +683,9 @@ static void timer_cb(uv_timer_t *t)
 	struct hp_logmon *m = t->data;
 	if (m->pending) {
 		deliver(m);
+		/* re-armed while the trip waited (or from the callback) */
+		if (m->armed)
+			reschedule(m, uv_now(m->loop));
 		return;
 	}
 	hp_logmon_tick_at(m, uv_now(m->loop));

@@ -412,6 +412,22 @@ static void test_loop_timer(void **st)
 	assert_int_equal(c.t.n, 2);
 	assert_string_equal(c.t.reason, "LogFault_F");
 
+	/* re-armed while a trip waits for delivery: the deadlines of the
+	 * new arm still run afterwards */
+	assert_int_equal(hp_logmon_configure(c.m,
+		"[{\"name\":\"F\",\"logPattern\":\"boom\",\"faultOnMatch\":true},"
+		"{\"name\":\"S\",\"logPattern\":\"never\","
+		"\"expectedStartCutOffInSeconds\":0}]"), 2);
+	hp_logmon_arm(c.m);
+	hp_logmon_line(c.m, "boom", 4);
+	hp_logmon_arm(c.m);
+	uv_run(&c.loop, UV_RUN_DEFAULT);
+	assert_int_equal(c.t.n, 3);
+	assert_string_equal(c.t.reason, "LogFault_F");
+	uv_run(&c.loop, UV_RUN_DEFAULT);
+	assert_int_equal(c.t.n, 4);
+	assert_string_equal(c.t.reason, "LogHang_S");
+
 	/* disarmed: the loop has nothing left to wait for */
 	assert_int_equal(hp_logmon_configure(c.m,
 		"[{\"name\":\"S\",\"logPattern\":\"x\","
