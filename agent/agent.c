@@ -853,7 +853,6 @@ void agent_apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
 		       bool is_start)
 {
 	a->group_rank = r->rank;
-	a->assigned_rank = r->rank;
 	a->nnodes = r->nnodes;
 	free(a->master_addr);
 	a->master_addr = xstrdup(r->master_addr);
@@ -865,6 +864,8 @@ void agent_apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
 		hp_resconf_apply(a->resconf, r->rank, r->nnodes, r->rank_ips,
 				 r->n_rank_ips, r->has_rank_ips, r->ip_version);
 	if (is_start) {
+		/* the reference sets assigned_rank on /start only */
+		a->assigned_rank = r->rank;
 		configure_logmon(a, r->log_monitoring_json);
 		a->restart_count = r->fault_count;
 		free(a->progress_json);
