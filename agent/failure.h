@@ -40,7 +40,5 @@ const char *hp_failure_text(const struct hp_failure *f, char *buf, size_t len);
 
 void hp_failure_fini(struct hp_failure *f);
 
-/* "SIGKILL" for 9, or "SIG<n>" */
-const char *hp_signal_name(int sig);
 
 #endif

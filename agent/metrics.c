@@ -304,25 +304,6 @@ static void out_histo(struct out *o, const char *name, const char *labels,
 		     (unsigned long long)h->total);
 }
 
-static const char *signame(int sig)
-{
-	static const struct {
-		int sig;
-		const char *name;
-	} names[] = {
-		{SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"},
-		{SIGILL, "SIGILL"},   {SIGTRAP, "SIGTRAP"}, {SIGABRT, "SIGABRT"},
-		{SIGBUS, "SIGBUS"},   {SIGFPE, "SIGFPE"},   {SIGKILL, "SIGKILL"},
-		{SIGUSR1, "SIGUSR1"}, {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"},
-		{SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"},
-		{SIGXCPU, "SIGXCPU"}, {SIGXFSZ, "SIGXFSZ"}, {SIGSYS, "SIGSYS"},
-	};
-	for (size_t i = 0; i < HP_ARRAY_LEN(names); i++)
-		if (names[i].sig == sig)
-			return names[i].name;
-	return NULL;
-}
-
 char *hp_metrics_render(struct hp_metrics *m)
 {
 	struct out o = {.s = xmalloc(4096), .cap = 4096};
@@ -355,19 +336,15 @@ char *hp_metrics_render(struct hp_metrics *m)
 	       "ended them.");
 	for (size_t i = 0; i < m->n_exits; i++) {
 		const struct exit_kind *e = &m->exits[i];
-		const char *sn = e->signaled ? signame(e->value) : NULL;
 		if (!e->signaled)
 			outf(&o, "hyperpodrun_worker_exits_total{code=\"%d\","
 				 "signal=\"\"} %llu\n",
 			     e->value, (unsigned long long)e->n);
-		else if (sn)
-			outf(&o, "hyperpodrun_worker_exits_total{code=\"\","
-				 "signal=\"%s\"} %llu\n",
-			     sn, (unsigned long long)e->n);
 		else
 			outf(&o, "hyperpodrun_worker_exits_total{code=\"\","
-				 "signal=\"SIG%d\"} %llu\n",
-			     e->value, (unsigned long long)e->n);
+				 "signal=\"%s\"} %llu\n",
+			     hp_signal_name(e->value),
+			     (unsigned long long)e->n);
 	}
 	if (m->exits_other)
 		outf(&o, "hyperpodrun_worker_exits_total{code=\"other\","
