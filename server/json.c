@@ -702,3 +702,59 @@ void hp_stop_req_fini(struct hp_stop_req *r)
 	memset(r, 0, sizeof(*r));
 	r->timeout = -1;
 }
+
+/* ------------------------------------------------------ fabric peer table */
+
+int hp_json_parse_fabric_join(const char *body, size_t len,
+			      struct hp_fabric_join *out, char **detail_json)
+{
+	memset(out, 0, sizeof(*out));
+	out->size = -1;
+	*detail_json = NULL;
+	cJSON *root = NULL;
+	struct errs e = {0};
+	int rc = parse_body(body, len, &root, detail_json);
+	if (rc)
+		return rc;
+	if (!cJSON_IsObject(root)) {
+		add_err(&e, "model_attributes_type", NULL, -1, NULL,
+			"Input should be a valid dictionary or object to "
+			"extract fields from",
+			root, NULL);
+		goto out;
+	}
+	req_int(&e, root, "rank", &out->rank);
+	const char *names[2] = {"name", "http"};
+	char **dst[2] = {&out->name, &out->http};
+	for (int i = 0; i < 2; i++) {
+		const cJSON *v = field(root, names[i]);
+		if (!v)
+			add_err(&e, "missing", names[i], -1, NULL,
+				"Field required", root, NULL);
+		else if (!cJSON_IsString(v))
+			add_err(&e, "string_type", names[i], -1, NULL,
+				"Input should be a valid string", v, NULL);
+		else
+			*dst[i] = xstrdup(v->valuestring);
+	}
+	const cJSON *v = field(root, "size");
+	if (!absent(v))
+		int_err(&e, lax_int(v, &out->size), "size", -1, NULL, v);
+out:
+	cJSON_Delete(root);
+	if (e.list) {
+		hp_fabric_join_fini(out);
+		*detail_json = detail_of(e.list);
+		return 422;
+	}
+	return 0;
+}
+
+void hp_fabric_join_fini(struct hp_fabric_join *j)
+{
+	if (!j)
+		return;
+	free(j->name);
+	free(j->http);
+	memset(j, 0, sizeof(*j));
+}

@@ -1,11 +1,14 @@
 /* routes.c — one function per route of PROTOCOL.md §HTTP. Each validates
- * its request and either answers at once (/status, /metrics, /fabric, 4xx)
+ * its request and either answers at once (/status, /metrics, /fabric and
+ * the fabric peer table, 4xx)
  * or hands a command to the agent through hp_srv_submit. Routing follows
  * Starlette: an unknown path is 404, a known path with another method is
  * 405 with an Allow header; HEAD is served wherever GET is. */
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,6 +137,144 @@ static void route_fabric(struct hp_server *s, struct evhttp_request *req)
 	free(f);
 }
 
+/* ---- the fabric peer table (agent/xnode.c's out-of-band exchange) ---- */
+
+/* 2 * HP_FABRIC_NAME_MAX hex digits; a host:port of a name or address. */
+#define FABRIC_NAME_HEX_MAX 512
+#define FABRIC_HTTP_MAX 300
+#define FABRIC_SIZE_MAX 65536
+
+static bool all_of(const char *s, const char *set, size_t max)
+{
+	size_t n = strlen(s);
+	return n > 0 && n <= max && strspn(s, set) == n;
+}
+
+/* mu held. Allocates the table on the first size known. */
+static void fabric_size_locked(struct hp_server *s, unsigned n)
+{
+	if (s->fpeers || n == 0)
+		return;
+	s->fpeers = xcalloc(n, sizeof(*s->fpeers));
+	s->n_fpeers = n;
+}
+
+void hp_server_fabric_expect(struct hp_server *s, unsigned n)
+{
+	pthread_mutex_lock(&s->mu);
+	fabric_size_locked(s, n);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void hp_srv_fabric_peers_free(struct hp_server *s)
+{
+	for (unsigned i = 0; s->fpeers && i < s->n_fpeers; i++) {
+		free(s->fpeers[i].name);
+		free(s->fpeers[i].http);
+	}
+	free(s->fpeers);
+	s->fpeers = NULL;
+	s->n_fpeers = 0;
+}
+
+/* A rank's record; a second join of the same rank (an agent that came
+ * back with a new endpoint) replaces the first. Answered at once, on this
+ * thread: the agent's loop may be busy in a collective. */
+static void route_fabric_join(struct hp_server *s, struct evhttp_request *req)
+{
+	const char *body;
+	size_t len;
+	char *detail = NULL;
+	struct hp_fabric_join j;
+	body_of(req, &body, &len);
+	int rc = hp_json_parse_fabric_join(body, len, &j, &detail);
+	if (rc) {
+		reply_4xx(s, req, rc, detail);
+		return;
+	}
+	const char *bad = NULL;
+	if (!all_of(j.name, "0123456789abcdefABCDEF", FABRIC_NAME_HEX_MAX) ||
+	    strlen(j.name) % 2)
+		bad = "name must be an even number of hex digits";
+	else if (!all_of(j.http,
+			 "0123456789abcdefghijklmnopqrstuvwxyz"
+			 "ABCDEFGHIJKLMNOPQRSTUVWXYZ.-_:[]%",
+			 FABRIC_HTTP_MAX) ||
+		 !strchr(j.http, ':'))
+		bad = "http must be host:port";
+	else if (j.rank < 0 || j.rank >= FABRIC_SIZE_MAX ||
+		 (j.size != -1 && (j.size < 1 || j.size > FABRIC_SIZE_MAX)))
+		bad = "rank or size out of range";
+	if (bad) {
+		hp_fabric_join_fini(&j);
+		hp_srv_reply_detail(s, req, 422, bad);
+		return;
+	}
+	int code = 200;
+	pthread_mutex_lock(&s->mu);
+	if (j.size > 0)
+		fabric_size_locked(s, (unsigned)j.size);
+	if (!s->fpeers) {
+		bad = "the table's size is not known yet (give \"size\")";
+		code = 409;
+	} else if (j.size > 0 && (unsigned)j.size != s->n_fpeers) {
+		bad = "size differs from the table's";
+		code = 409;
+	} else if ((unsigned)j.rank >= s->n_fpeers) {
+		bad = "rank is not below the table's size";
+		code = 422;
+	} else {
+		struct hp_srv_fabric_peer *p = &s->fpeers[j.rank];
+		free(p->name);
+		free(p->http);
+		p->name = j.name;
+		p->http = j.http;
+		j.name = j.http = NULL;
+	}
+	pthread_mutex_unlock(&s->mu);
+	hp_fabric_join_fini(&j);
+	if (bad) {
+		hp_srv_reply_detail(s, req, code, bad);
+		return;
+	}
+	hp_srv_reply(s, req, 200, "application/json", "{}", 2);
+}
+
+/* {"size":N,"peers":[{"rank":r,"name":hex,"http":"host:port"},…]} once
+ * every rank joined, else 503 {"detail":"incomplete"}. Names and
+ * addresses were checked on the way in: nothing here needs escaping. */
+static void route_fabric_peers(struct hp_server *s, struct evhttp_request *req)
+{
+	struct evbuffer *b = evbuffer_new();
+	if (!b)
+		hp_bug("evbuffer_new failed");
+	bool complete = false;
+	pthread_mutex_lock(&s->mu);
+	if (s->fpeers) {
+		complete = true;
+		for (unsigned i = 0; i < s->n_fpeers; i++)
+			complete = complete && s->fpeers[i].name;
+	}
+	if (complete) {
+		evbuffer_add_printf(b, "{\"size\":%u,\"peers\":[", s->n_fpeers);
+		for (unsigned i = 0; i < s->n_fpeers; i++)
+			evbuffer_add_printf(b,
+					    "%s{\"rank\":%u,\"name\":\"%s\","
+					    "\"http\":\"%s\"}",
+					    i ? "," : "", i, s->fpeers[i].name,
+					    s->fpeers[i].http);
+		evbuffer_add_printf(b, "]}");
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (complete)
+		hp_srv_reply(s, req, 200, "application/json",
+			     (const char *)evbuffer_pullup(b, -1),
+			     evbuffer_get_length(b));
+	else
+		hp_srv_reply_detail(s, req, 503, "incomplete");
+	evbuffer_free(b);
+}
+
 static const struct route {
 	const char *path;
 	enum evhttp_cmd_type method;
@@ -147,6 +288,8 @@ static const struct route {
 	{"/status", EVHTTP_REQ_GET, "GET, HEAD", route_status},
 	{"/metrics", EVHTTP_REQ_GET, "GET, HEAD", route_metrics},
 	{"/fabric", EVHTTP_REQ_GET, "GET, HEAD", route_fabric},
+	{"/fabric/join", EVHTTP_REQ_POST, "POST", route_fabric_join},
+	{"/fabric/peers", EVHTTP_REQ_GET, "GET, HEAD", route_fabric_peers},
 };
 
 void hp_srv_count_reply(struct hp_server *s, struct evhttp_request *req,

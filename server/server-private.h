@@ -47,6 +47,11 @@ struct hp_server {
 	struct hp_cmd *q_head, *q_tail; /* mu */
 	char *status, *metrics, *fabric; /* mu */
 	double drain_timeout;           /* mu */
+	/* mu: the fabric peer table (routes.c), NULL until its size is known */
+	struct hp_srv_fabric_peer {
+		char *name, *http; /* NULL until that rank joined */
+	} *fpeers;
+	unsigned n_fpeers;
 
 	/* server thread only: replies by route and status, for /metrics */
 	struct hp_srv_http_count {
@@ -78,6 +83,8 @@ void hp_srv_submit(struct hp_server *s, struct evhttp_request *req,
 /* routes.c: counts one reply in s->http_count (server thread). */
 void hp_srv_count_reply(struct hp_server *s, struct evhttp_request *req,
 			int code);
+/* routes.c: frees the fabric peer table (at hp_server_free). */
+void hp_srv_fabric_peers_free(struct hp_server *s);
 /* A copy of a published text (status/metrics/fabric), or NULL. */
 char *hp_srv_copy(struct hp_server *s, char *const *field);
 

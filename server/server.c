@@ -587,6 +587,7 @@ static void free_resources(struct hp_server *s)
 		event_free(s->drain_ev);
 	if (s->base)
 		event_base_free(s->base);
+	hp_srv_fabric_peers_free(s);
 	pthread_mutex_destroy(&s->mu);
 	free(s->status);
 	free(s->metrics);

@@ -112,6 +112,13 @@ void hp_server_publish_metrics(struct hp_server *s, char *text);
  * withdraws it: /fabric then answers 404). Thread-safe. */
 void hp_server_publish_fabric(struct hp_server *s, char *text);
 
+/* The fabric peer table (POST /fabric/join, GET /fabric/peers): the agent
+ * that is rank 0 of the fabric gathers every agent's endpoint name and HTTP
+ * address here. n fixes the table's size (joins may give it too, in a
+ * "size" field; the first size known wins, a join that disagrees is 409).
+ * Thread-safe; n == 0 does nothing. */
+void hp_server_fabric_expect(struct hp_server *s, unsigned n);
+
 /* Stops accepting, lets in-flight requests finish for at most
  * drain_timeout seconds, joins the thread and frees everything.
  * Queued commands not yet taken are answered 503. NULL is a no-op. */
@@ -173,5 +180,18 @@ int hp_json_parse_start(const char *body, size_t len, bool is_update,
 			struct hp_start_req *out, char **detail_json);
 int hp_json_parse_stop(const char *body, size_t len, struct hp_stop_req *out,
 		       char **detail_json);
+
+/* POST /fabric/join: {"rank": int, "name": str, "http": str, "size": int
+ * (optional)}; the same lax rules and 422 details as above. size is -1
+ * when absent. The route checks the values themselves. */
+struct hp_fabric_join {
+	int rank;
+	int size;
+	char *name; /* hex endpoint name */
+	char *http; /* host:port of that agent's server */
+};
+int hp_json_parse_fabric_join(const char *body, size_t len,
+			      struct hp_fabric_join *out, char **detail_json);
+void hp_fabric_join_fini(struct hp_fabric_join *j);
 
 #endif

@@ -590,6 +590,81 @@ static void test_client_gone(void **st)
 	agent_stop(a, 5);
 }
 
+/* The fabric peer table: joins answered by the server thread alone (the
+ * fake agent never takes a command), GET /fabric/peers complete or 503. */
+static void test_fabric_peers(void **st)
+{
+	struct agent *a = agent_start(NEVER, 5);
+	int port = hp_server_port(a->srv);
+	expect(port, "GET", "/fabric/peers", NULL, 503,
+	       "{\"detail\":\"incomplete\"}");
+	/* no size known yet */
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":1,\"name\":\"ab\",\"http\":\"h:1\"}", 409, NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":1,\"name\":\"abcd\",\"http\":\"127.0.0.1:81\","
+	       "\"size\":2}",
+	       200, "{}");
+	expect(port, "GET", "/fabric/peers", NULL, 503,
+	       "{\"detail\":\"incomplete\"}");
+	/* bad records: type errors, a non-hex name, an odd length, a bad
+	 * address, ranks and sizes out of range */
+	expect(port, "POST", "/fabric/join", "{\"rank\":0}", 422, NULL);
+	expect(port, "POST", "/fabric/join", "[1]", 422, NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":0,\"name\":7,\"http\":\"h:1\"}", 422, NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":0,\"name\":\"xy\",\"http\":\"h:1\"}", 422, NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":0,\"name\":\"abc\",\"http\":\"h:1\"}", 422, NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":0,\"name\":\"ab\",\"http\":\"h\\\"x:1\"}", 422, NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":0,\"name\":\"ab\",\"http\":\"nohostport\"}", 422,
+	       NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":2,\"name\":\"ab\",\"http\":\"h:1\"}", 422, NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":-1,\"name\":\"ab\",\"http\":\"h:1\"}", 422, NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":0,\"name\":\"ab\",\"http\":\"h:1\",\"size\":3}", 409,
+	       NULL);
+	expect(port, "GET", "/fabric/join", NULL, 405, NULL);
+	expect(port, "POST", "/fabric/peers", NULL, 405, NULL);
+	expect(port, "GET", "/fabric/peers", NULL, 503, NULL);
+	/* the last rank completes it; a rejoin replaces a record */
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":0,\"name\":\"00ff\",\"http\":\"127.0.0.1:80\"}", 200,
+	       "{}");
+	expect(port, "GET", "/fabric/peers", NULL, 200,
+	       "{\"size\":2,\"peers\":[{\"rank\":0,\"name\":\"00ff\","
+	       "\"http\":\"127.0.0.1:80\"},{\"rank\":1,\"name\":\"abcd\","
+	       "\"http\":\"127.0.0.1:81\"}]}");
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":1,\"name\":\"beef\",\"http\":\"[::1]:82\","
+	       "\"size\":\"2\"}",
+	       200, "{}");
+	expect(port, "GET", "/fabric/peers", NULL, 200,
+	       "{\"size\":2,\"peers\":[{\"rank\":0,\"name\":\"00ff\","
+	       "\"http\":\"127.0.0.1:80\"},{\"rank\":1,\"name\":\"beef\","
+	       "\"http\":\"[::1]:82\"}]}");
+	pthread_mutex_lock(&a->mu);
+	assert_int_equal(a->taken, 0);
+	pthread_mutex_unlock(&a->mu);
+	agent_stop(a, 5);
+
+	/* the size from the agent's side */
+	a = agent_start(NEVER, 5);
+	port = hp_server_port(a->srv);
+	hp_server_fabric_expect(a->srv, 1);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":0,\"name\":\"01\",\"http\":\"a:1\"}", 200, "{}");
+	expect(port, "GET", "/fabric/peers", NULL, 200,
+	       "{\"size\":1,\"peers\":[{\"rank\":0,\"name\":\"01\","
+	       "\"http\":\"a:1\"}]}");
+	agent_stop(a, 5);
+}
+
 int main(void)
 {
 	const char *v = getenv("HP_TEST_VERBOSE");
@@ -606,6 +681,7 @@ int main(void)
 		cmocka_unit_test(test_keepalive),
 		cmocka_unit_test(test_wait_longer_than_keepalive),
 		cmocka_unit_test(test_client_gone),
+		cmocka_unit_test(test_fabric_peers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
