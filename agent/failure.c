@@ -33,12 +33,26 @@ static char *read_file(const char *path)
 	return buf;
 }
 
+/* The worker writes the error file: a timestamp out of range (1e300, NaN)
+ * must not become undefined behaviour in a cast. Values are clamped to
+ * what time_t arithmetic and localtime_r can take. */
+#define TS_MAX 253402300799L /* 9999-12-31T23:59:59Z */
+
+static long clamp_ts(double d)
+{
+	if (!(d == d) || d < 0)
+		return 0;
+	if (d > (double)TS_MAX)
+		return TS_MAX;
+	return (long)d;
+}
+
 static long json_long(const cJSON *v)
 {
 	if (cJSON_IsNumber(v))
-		return (long)v->valuedouble;
+		return clamp_ts(v->valuedouble);
 	if (cJSON_IsString(v))
-		return strtol(v->valuestring, NULL, 10);
+		return clamp_ts(strtod(v->valuestring, NULL));
 	return 0;
 }
 
@@ -136,11 +150,11 @@ const char *hp_failure_text(const struct hp_failure *f, char *buf, size_t len)
 static size_t format_one(struct sbuf *b, size_t idx, const struct hp_failure *f,
 			 const char *hostname)
 {
-	char when[64];
+	char when[64] = "<N/A>";
 	time_t t = (time_t)f->timestamp;
 	struct tm tm;
-	localtime_r(&t, &tm);
-	strftime(when, sizeof(when), "%Y-%m-%d_%H:%M:%S", &tm);
+	if (localtime_r(&t, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%d_%H:%M:%S", &tm);
 
 	char made_up[128];
 	const char *msg = hp_failure_text(f, made_up, sizeof(made_up));
