@@ -18,6 +18,19 @@
 #include <string.h>
 #include <time.h>
 
+/* libfabric is loaded with dlopen on first use, not linked: linking it
+ * pulls in every provider's libraries at exec time, and one of them
+ * (libpsm_infinipath) sleeps ~200 ms in its constructor, which would cost
+ * every launch of hyperpodrun, fabric or not. Only these five symbols are
+ * real functions; everything else in the API is an inline call through
+ * the objects' ops tables. They are renamed before the headers so that the
+ * headers' own inline wrappers (fi_allocinfo) call our shims too. */
+#define fi_getinfo hp_fi_getinfo
+#define fi_freeinfo hp_fi_freeinfo
+#define fi_dupinfo hp_fi_dupinfo
+#define fi_fabric hp_fi_fabric
+#define fi_strerror hp_fi_strerror
+#include <dlfcn.h>
 #include <rdma/fabric.h>
 #include <rdma/fi_cm.h>
 #include <rdma/fi_domain.h>
@@ -1188,6 +1201,81 @@ int hp_fabric_bcast(struct hp_fabric *f, uint64_t epoch, unsigned root,
 	return coll_end(f, rc);
 }
 
+/* --- libfabric, loaded on first use ------------------------------------------------- */
+
+static struct {
+	void *lib;
+	int (*getinfo)(uint32_t, const char *, const char *, uint64_t,
+		       const struct fi_info *, struct fi_info **);
+	void (*freeinfo)(struct fi_info *);
+	struct fi_info *(*dupinfo)(const struct fi_info *);
+	int (*fabric)(struct fi_fabric_attr *, struct fid_fabric **, void *);
+	const char *(*strerror)(int);
+} fi_lib;
+
+/* Loads libfabric.so.1 once (HP_LIBFABRIC overrides the name, for tests).
+ * The agent's loop thread is the only caller. Returns 0 or -ENOSYS. */
+static int fi_load(void)
+{
+	if (fi_lib.lib)
+		return 0;
+	const char *name = getenv("HP_LIBFABRIC");
+	void *h = dlopen(name && *name ? name : "libfabric.so.1",
+			 RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		hp_error(COMP, "libfabric is not available: %s", dlerror());
+		return -ENOSYS;
+	}
+	/* POSIX's way to turn dlsym's void * into a function pointer */
+	*(void **)&fi_lib.getinfo = dlsym(h, "fi_getinfo");
+	*(void **)&fi_lib.freeinfo = dlsym(h, "fi_freeinfo");
+	*(void **)&fi_lib.dupinfo = dlsym(h, "fi_dupinfo");
+	*(void **)&fi_lib.fabric = dlsym(h, "fi_fabric");
+	*(void **)&fi_lib.strerror = dlsym(h, "fi_strerror");
+	if (!fi_lib.getinfo || !fi_lib.freeinfo || !fi_lib.dupinfo ||
+	    !fi_lib.fabric || !fi_lib.strerror) {
+		hp_error(COMP, "libfabric lacks a symbol: %s", dlerror());
+		dlclose(h);
+		fi_lib.getinfo = NULL;
+		return -ENOSYS;
+	}
+	fi_lib.lib = h;
+	return 0;
+}
+
+int hp_fi_getinfo(uint32_t version, const char *node, const char *service,
+		  uint64_t flags, const struct fi_info *hints,
+		  struct fi_info **info)
+{
+	if (fi_load() < 0)
+		return -FI_ENOSYS;
+	return fi_lib.getinfo(version, node, service, flags, hints, info);
+}
+
+void hp_fi_freeinfo(struct fi_info *info)
+{
+	if (fi_lib.lib)
+		fi_lib.freeinfo(info);
+}
+
+struct fi_info *hp_fi_dupinfo(const struct fi_info *info)
+{
+	return fi_load() < 0 ? NULL : fi_lib.dupinfo(info);
+}
+
+int hp_fi_fabric(struct fi_fabric_attr *attr, struct fid_fabric **fabric,
+		 void *context)
+{
+	if (fi_load() < 0)
+		return -FI_ENOSYS;
+	return fi_lib.fabric(attr, fabric, context);
+}
+
+const char *hp_fi_strerror(int errnum)
+{
+	return fi_lib.lib ? fi_lib.strerror(errnum) : strerror(errnum);
+}
+
 /* --- set-up and tear-down ------------------------------------------------------------ */
 
 static struct fi_info *make_hints(const struct hp_fabric_options *o)
@@ -1247,6 +1335,9 @@ struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *o, int *err)
 		rc = -EINVAL;
 		goto out;
 	}
+	rc = fi_load();
+	if (rc < 0)
+		goto out;
 	f->addr = xcalloc(o->size, sizeof(*f->addr));
 	f->gone = xcalloc(o->size, sizeof(*f->gone));
 	f->blocked_pass = xcalloc(o->size, sizeof(*f->blocked_pass));
