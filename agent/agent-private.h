@@ -19,6 +19,7 @@ struct hp_ipc;
 struct hp_resconf;
 struct hp_logmon;
 struct hp_metrics;
+struct hp_xnode;
 
 enum stage {
 	STAGE_IDLE = 0,
@@ -99,6 +100,10 @@ struct hp_agent {
 	bool start_pending;       /* /start came before the barrier was full */
 	const char *restart_mode; /* /status restartMode */
 	char *failed_ranks;       /* "1,3" for the fault message */
+	/* cross-node IPR (xnode.c), nnodes > 1 */
+	struct hp_xnode *xnode;   /* NULL until the first barrier */
+	char nccl_id[257];        /* global rank 0's NCCL unique id, hex or "" */
+	char *xn_worker_data;     /* every node's worker data (JSON array) */
 
 	/* log monitoring (logmon.c) and /metrics (metrics.c) */
 	struct hp_logmon *logmon;
@@ -142,5 +147,22 @@ void ipr_worker_died(struct hp_agent *a);
 /* a process-level restart in IPR mode: kill, respawn, back to INIT */
 void ipr_process_level_restart(struct hp_agent *a, const char *why);
 void ipr_free_worker_data(struct hp_agent *a);
+
+/* xnode.c: the in-process restart across nodes (--inprocess-restart with
+ * nnodes > 1). At every barrier, once every local rank is there: sets
+ * a->nccl_id from global rank 0's job_data, and with nnodes > 1 runs the
+ * fabric barrier, the worker-data allgather (a->xn_worker_data) and the
+ * broadcast of the NCCL id, each within --inprocess-timeout (60 s if
+ * none); the first call sets the fabric up. Returns 0 (also when this
+ * node cannot join the fabric: logged, node-local IPR) or -errno with
+ * why set for a process-level restart. Blocks the loop while it runs. */
+int xnode_round(struct hp_agent *a, char *why, size_t cap);
+/* Is the fabric set up (peers known)? */
+bool xnode_active(const struct hp_agent *a);
+/* Local mode: a worker here failed; POST /stop (ipr) to every peer's
+ * server so every node restarts in process. Best effort, logged. */
+void xnode_tell_fault(struct hp_agent *a);
+/* Leaves the fabric (peers see a departure) and frees it. */
+void xnode_teardown(struct hp_agent *a);
 
 #endif

@@ -285,6 +285,16 @@ char *agent_worker_envs_json(const struct hp_agent *a, int local_rank)
 		json_str(&buf, &len, &cap, v[i]);
 		buf[len++] = i < 10 ? ',' : '}';
 	}
+	if (a->nccl_id[0]) {
+		/* global rank 0's id for this run (xnode.c), as the NCCL
+		 * flow of examples/README.md expects */
+		len--; /* reopen the object */
+		buf[len++] = ',';
+		json_str(&buf, &len, &cap, "NCCL_UNIQUE_ID");
+		buf[len++] = ':';
+		json_str(&buf, &len, &cap, a->nccl_id);
+		buf[len++] = '}';
+	}
 	buf[len] = '\0';
 	return buf;
 }
@@ -1204,6 +1214,7 @@ void hp_agent_free(struct hp_agent *a)
 	free(a->run_id);
 	free(a->progress_json);
 	free(a->req_worker_data);
+	free(a->xn_worker_data);
 	hp_metrics_free(a->metrics);
 	free(a);
 }

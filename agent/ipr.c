@@ -50,14 +50,18 @@ void ipr_free_worker_data(struct hp_agent *a)
 /* {"rank_ips": <the last request's rankIps>, "aggregate_worker_data":
  * <the last request's worker_data>}: the reference passes the operator's
  * aggregate through; what each rank reported goes to the operator in
- * /status's worker_data. */
+ * /status's worker_data. Across nodes without an operator's aggregate,
+ * every node's worker data gathered at the barrier (xnode.c). */
 static char *aggregate_json(const struct hp_agent *a)
 {
 	char *ips = a->resconf ? hp_resconf_rank_ips_json(a->resconf)
 			       : xstrdup("null");
+	/* without an operator's aggregate, what the nodes allgathered */
+	const char *agg = a->req_worker_data  ? a->req_worker_data
+			  : a->xn_worker_data ? a->xn_worker_data
+					      : "null";
 	char *out = xasprintf("{\"rank_ips\":%s,\"aggregate_worker_data\":%s}",
-			      ips,
-			      a->req_worker_data ? a->req_worker_data : "null");
+			      ips, agg);
 	free(ips);
 	return out;
 }
@@ -102,6 +106,14 @@ static void barrier_check(struct hp_agent *a)
 	enum ipr_wait was = a->ipr_wait;
 	cancel_wait(a);
 	hp_info("ipr", "every local rank is at the barrier");
+	/* every node's ranks too (nnodes > 1), before READY/STOPPED */
+	char why[1024];
+	if (xnode_round(a, why, sizeof(why)) < 0) {
+		/* the operator (or the log) sees what is needed */
+		a->restart_mode = "process_level_restart";
+		ipr_process_level_restart(a, why);
+		return;
+	}
 	agent_fire(a, was == IPR_WAIT_INIT ? HP_EV_READY : HP_EV_STOPPED, NULL,
 		   NULL);
 	if (a->cfg->mode == HP_MODE_LOCAL || a->start_pending)
@@ -335,8 +347,11 @@ static void on_fault(void *ud, int local_rank, int rank, const char *reason,
 	free(msg);
 	agent_publish(a);
 	if (a->cfg->mode == HP_MODE_LOCAL && a->fsm.state == HP_STATE_FAULTED &&
-	    a->stage == STAGE_TRAIN)
+	    a->stage == STAGE_TRAIN) {
 		inprocess_restart(a);
+		/* no operator: the other nodes restart with us */
+		xnode_tell_fault(a);
+	}
 }
 
 static void on_data(void *ud, int local_rank, int rank, const char *data_json)
@@ -396,6 +411,7 @@ int ipr_setup(struct hp_agent *a)
 
 void ipr_teardown(struct hp_agent *a)
 {
+	xnode_teardown(a);
 	if (!a->ipc)
 		return;
 	hp_ipc_free(a->ipc);

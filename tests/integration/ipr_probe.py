@@ -13,6 +13,7 @@ interleave inside a line):
   ipr fault {json}                       the main loop saw the fault
   ipr rank_info {json}                   a job_rank_info (/update)
   ipr hang {json}                        this rank will not come back
+  ipr nccl_sent {json}                   (IPR_NCCL) the id rank 0 sent
   ipr done {json}                        the run completed; exit 0
 
 Behaviour (environment, all optional):
@@ -36,6 +37,10 @@ Behaviour (environment, all optional):
                       "{local_rank}" in PATH is replaced by LOCAL_RANK
   IPR_DATA=1          send job_data and rank_labels after every release
   IPR_SAFETY_S=S      give up (exit 3) after S seconds in one run (120)
+  IPR_NCCL=1          global rank 0 sends job_data {"NCCL_UNIQUE_ID": <256
+                      fresh random hex digits>} before every barrier wait,
+                      as examples/README.md's NCCL flow does, and prints
+                      "ipr nccl_sent {json}"
 SIGUSR1 makes the worker raise InjectedFault from its main loop: the test
 injects a fault into a chosen rank whenever it wants.
 """
@@ -65,6 +70,7 @@ DONE_AT = int(os.environ.get("IPR_DONE_AT", "1"))
 GATE = os.environ.get("IPR_GATE", "").replace("{local_rank}", str(LOCAL))
 DATA = os.environ.get("IPR_DATA") == "1"
 SAFETY_S = float(os.environ.get("IPR_SAFETY_S", "120"))
+NCCL = os.environ.get("IPR_NCCL") == "1"
 
 
 def emit(kind, **rec):
@@ -166,6 +172,15 @@ def main():
     os.write(1, ("ipr-worker ready pid %d local %d\n" % (PID, LOCAL)).encode())
     client = AgentClient().connect()
     client.on_fault(lambda rc: emit("notified", restart_count=rc))
+    if NCCL and os.environ.get("RANK") == "0":
+        wait = client.wait_at_barrier
+
+        def wait_with_id(timeout=None):
+            uid = os.urandom(128).hex()
+            client.send_data(json.dumps({"NCCL_UNIQUE_ID": uid}))
+            emit("nccl_sent", rank=0, id=uid)
+            return wait(timeout)
+        client.wait_at_barrier = wait_with_id
     if GATE and FIRST_GEN:
         emit("gate")
         fd = os.open(GATE, os.O_RDONLY)  # blocks until the test opens it

@@ -1,0 +1,770 @@
+/* xnode.c — the in-process restart across nodes (issue 5 §3-4): with
+ * --inprocess-restart and nnodes > 1, the agents meet on the libfabric
+ * control plane (rendezvous/fabric.h) once their local ranks are at the
+ * barrier: a fabric barrier, an allgather of each node's worker data and a
+ * broadcast of global rank 0's NCCL unique id, all bounded by
+ * --inprocess-timeout. Endpoint names travel out of band over HTTP: every
+ * agent joins the peer table on rank 0's server (POST /fabric/join) and
+ * reads it back complete (GET /fabric/peers). In local mode a worker's
+ * fault is told to every peer (POST /stop), so all nodes restart together.
+ * It blocks the loop only inside a set-up or a collective, each with a
+ * deadline; it never kills or spawns anything itself (ipr.c decides). */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent-private.h"
+#include "log.h"
+#include "rendezvous/fabric.h"
+#include "server/server.h"
+#include "xalloc.h"
+
+#define COMP "xnode"
+/* Without --inprocess-timeout, a collective or the set-up gives up after
+ * this long. */
+#define DEFAULT_DEADLINE_MS 60000
+/* One HTTP exchange with a peer's server. */
+#define HTTP_TIMEOUT_MS 2000
+/* Telling peers about a fault is best effort and must not hold the loop. */
+#define FAULT_POST_TIMEOUT_MS 1000
+#define HTTP_REPLY_MAX (1 << 20)
+#define NCCL_HEX_LEN 256
+
+struct hp_xnode {
+	struct hp_agent *a;
+	struct hp_fabric *f; /* NULL until set up, or when disabled */
+	unsigned rank, size;
+	bool disabled; /* no usable provider or server: node-local IPR */
+	bool ready;    /* peers set */
+	char *self_http;
+	char *root_http;
+	char **peer_http; /* [size], from the peer table */
+	uint64_t epoch;   /* the last epoch used */
+	bool epoch_failed;
+	/* the loop's view of the fabric between collectives */
+	uv_poll_t poll;
+	uv_timer_t timer;
+	bool poll_started;
+	int open_handles; /* freed when both close callbacks ran */
+};
+
+/* ------------------------------------------------------------------ */
+/* a tiny blocking HTTP/1.1 client                                     */
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "host:port" or "[v6]:port" into host and port. */
+static int split_hostport(const char *hp, char *host, size_t cap,
+			  char *port, size_t pcap)
+{
+	const char *colon = strrchr(hp, ':');
+	if (!colon || !colon[1] || strlen(colon + 1) >= pcap)
+		return -EINVAL;
+	const char *h = hp;
+	size_t n = (size_t)(colon - hp);
+	if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+		h++;
+		n -= 2;
+	}
+	if (n == 0 || n >= cap)
+		return -EINVAL;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	strcpy(port, colon + 1);
+	return 0;
+}
+
+static int wait_fd(int fd, short events, long long until)
+{
+	for (;;) {
+		long long left = until - now_ms();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		struct pollfd p = {.fd = fd, .events = events};
+		int n = poll(&p, 1, (int)left);
+		if (n > 0)
+			return 0;
+		if (n < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+static int connect_until(const char *hostport, long long until)
+{
+	char host[256], port[16];
+	if (split_hostport(hostport, host, sizeof(host), port, sizeof(port)))
+		return -EINVAL;
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_NUMERICSERV};
+	struct addrinfo *res = NULL;
+	if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
+		return -EHOSTUNREACH;
+	int rc = -ECONNREFUSED;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family,
+				ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+				ai->ai_protocol);
+		if (fd < 0) {
+			rc = -errno;
+			continue;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+			freeaddrinfo(res);
+			return fd;
+		}
+		rc = -errno;
+		if (rc == -EINPROGRESS) {
+			rc = wait_fd(fd, POLLOUT, until);
+			int err = 0;
+			socklen_t len = sizeof(err);
+			if (rc == 0 &&
+			    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+				err = errno;
+			if (rc == 0 && err == 0) {
+				freeaddrinfo(res);
+				return fd;
+			}
+			if (rc == 0)
+				rc = -err;
+		}
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+/* One request with "Connection: close"; the reply's status in *status and
+ * its body (NUL-terminated, caller frees) in *body when body is not NULL.
+ * Returns 0 or -errno (-ETIMEDOUT past timeout_ms, -EPROTO on a reply
+ * that is not HTTP). */
+static int http_request(const char *hostport, const char *method,
+			const char *path, const char *req_body, int timeout_ms,
+			int *status, char **body)
+{
+	long long until = now_ms() + timeout_ms;
+	*status = 0;
+	if (body)
+		*body = NULL;
+	int fd = connect_until(hostport, until);
+	if (fd < 0)
+		return fd;
+	size_t blen = req_body ? strlen(req_body) : 0;
+	char *req = xasprintf("%s %s HTTP/1.1\r\nHost: %s\r\n"
+			      "Connection: close\r\n"
+			      "Content-Type: application/json\r\n"
+			      "Content-Length: %zu\r\n\r\n%s",
+			      method, path, hostport, blen,
+			      req_body ? req_body : "");
+	size_t len = strlen(req), off = 0;
+	int rc = 0;
+	while (off < len && rc == 0) {
+		ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
+		if (n > 0)
+			off += (size_t)n;
+		else if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			rc = wait_fd(fd, POLLOUT, until);
+		else
+			rc = n < 0 ? -errno : -EPIPE;
+	}
+	free(req);
+	size_t cap = 4096, got = 0;
+	char *buf = xmalloc(cap);
+	while (rc == 0) {
+		if (got + 1 >= cap) {
+			if (cap >= HTTP_REPLY_MAX) {
+				rc = -EMSGSIZE;
+				break;
+			}
+			buf = xrealloc(buf, cap *= 2);
+		}
+		ssize_t n = recv(fd, buf + got, cap - got - 1, 0);
+		if (n > 0)
+			got += (size_t)n;
+		else if (n == 0)
+			break;
+		else if (errno == EAGAIN || errno == EINTR)
+			rc = wait_fd(fd, POLLIN, until);
+		else
+			rc = -errno;
+	}
+	close(fd);
+	buf[got] = '\0';
+	int code = 0;
+	char *sep = strstr(buf, "\r\n\r\n");
+	if (rc == 0 && (sscanf(buf, "HTTP/1.%*d %d", &code) != 1 || !sep))
+		rc = -EPROTO;
+	if (rc == 0) {
+		*status = code;
+		if (body)
+			*body = xstrdup(sep + 4);
+	}
+	free(buf);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* set-up                                                              */
+
+static int deadline_ms(const struct hp_agent *a)
+{
+	double t = a->cfg->inprocess_timeout;
+	return t > 0 ? (int)HP_MAX(t * 1000.0, 1.0) : DEFAULT_DEADLINE_MS;
+}
+
+static bool is_loopback(const char *addr)
+{
+	return addr && (strncmp(addr, "127.", 4) == 0 ||
+			strcmp(addr, "localhost") == 0 ||
+			strcmp(addr, "::1") == 0);
+}
+
+static bool is_wildcard(const char *host)
+{
+	return !host || !*host || strcmp(host, "0.0.0.0") == 0 ||
+	       strcmp(host, "::") == 0;
+}
+
+/* Where peers reach our server: --local-addr, else the server's own
+ * address when it is not a wildcard, else loopback when the master is
+ * (one machine), else our host name. */
+static char *self_http(const struct hp_agent *a, int port)
+{
+	const struct hp_config *c = a->cfg;
+	const char *host = c->local_addr && *c->local_addr ? c->local_addr
+			   : !is_wildcard(c->server_host)     ? c->server_host
+			   : is_loopback(a->master_addr)      ? "127.0.0.1"
+							      : a->hostname;
+	if (strchr(host, ':'))
+		return xasprintf("[%s]:%d", host, port);
+	return xasprintf("%s:%d", host, port);
+}
+
+/* Rank 0's server: HYPERPODRUN_FABRIC_ROOT, else --rdzv-endpoint (local
+ * static mode), else our own server when we are rank 0. */
+static char *root_http(const struct hp_agent *a, int port)
+{
+	const char *env = getenv("HYPERPODRUN_FABRIC_ROOT");
+	if (env && *env)
+		return xstrdup(env);
+	const char *ep = a->cfg->rdzv_endpoint;
+	if (ep && strchr(ep, ':') && strcmp(strrchr(ep, ':'), ":0") != 0)
+		return xstrdup(ep);
+	if (a->group_rank == 0)
+		return xasprintf("%s:%d",
+				 is_wildcard(a->cfg->server_host)
+					 ? "127.0.0.1"
+					 : a->cfg->server_host,
+				 port);
+	return NULL;
+}
+
+static void on_dispatch(struct hp_xnode *x);
+
+static void timer_cb(uv_timer_t *t)
+{
+	on_dispatch(t->data);
+}
+
+static void poll_cb(uv_poll_t *p, int status, int events)
+{
+	(void)status;
+	(void)events;
+	on_dispatch(p->data);
+}
+
+/* Between collectives the loop keeps the fabric going (sends that the
+ * last collective left queued, departures), as fabric.h asks. */
+static void on_dispatch(struct hp_xnode *x)
+{
+	if (!x->f)
+		return;
+	int rc = hp_fabric_dispatch(x->f);
+	if (rc == -EAGAIN || (rc == 0 && hp_fabric_fd(x->f) < 0))
+		uv_timer_start(&x->timer, timer_cb, rc == -EAGAIN ? 0 : 100, 0);
+	else if (rc < 0)
+		hp_debug(COMP, "dispatch: %s", hp_fabric_last_error(x->f));
+}
+
+/* Parses {"size":N,"peers":[{"rank","name","http"}…]} into the fabric's
+ * peer list and x->peer_http. */
+static int apply_peers(struct hp_xnode *x, const char *text, char *why,
+		       size_t cap)
+{
+	cJSON *root = cJSON_Parse(text);
+	const cJSON *peers = cJSON_GetObjectItemCaseSensitive(root, "peers");
+	int rc = 0;
+	unsigned n = x->size;
+	unsigned char(*names)[HP_FABRIC_NAME_MAX] =
+		xcalloc(n, HP_FABRIC_NAME_MAX);
+	const void **ptrs = xcalloc(n, sizeof(*ptrs));
+	size_t *lens = xcalloc(n, sizeof(*lens));
+	char **http = xcalloc(n, sizeof(*http));
+	if (!cJSON_IsArray(peers) || (unsigned)cJSON_GetArraySize(peers) != n) {
+		snprintf(why, cap, "the peer table is not %u records: %.200s",
+			 n, text);
+		rc = -EPROTO;
+		goto out;
+	}
+	const cJSON *p;
+	cJSON_ArrayForEach(p, peers)
+	{
+		const cJSON *r = cJSON_GetObjectItemCaseSensitive(p, "rank");
+		const cJSON *nm = cJSON_GetObjectItemCaseSensitive(p, "name");
+		const cJSON *h = cJSON_GetObjectItemCaseSensitive(p, "http");
+		if (!cJSON_IsNumber(r) || r->valueint < 0 ||
+		    (unsigned)r->valueint >= n || !cJSON_IsString(nm) ||
+		    !cJSON_IsString(h) || http[r->valueint] ||
+		    hp_fabric_hex_decode(nm->valuestring, names[r->valueint],
+					 HP_FABRIC_NAME_MAX,
+					 &lens[r->valueint]) < 0) {
+			snprintf(why, cap, "a bad peer record: %.200s", text);
+			rc = -EPROTO;
+			goto out;
+		}
+		http[r->valueint] = xstrdup(h->valuestring);
+	}
+	for (unsigned i = 0; i < n; i++)
+		ptrs[i] = names[i];
+	rc = hp_fabric_set_peers(x->f, ptrs, lens, n);
+	if (rc < 0) {
+		snprintf(why, cap, "%s", hp_fabric_last_error(x->f));
+		goto out;
+	}
+	for (unsigned i = 0; x->peer_http && i < n; i++)
+		free(x->peer_http[i]);
+	free(x->peer_http);
+	x->peer_http = http;
+	http = NULL;
+out:
+	for (unsigned i = 0; http && i < n; i++)
+		free(http[i]);
+	free(http);
+	free(lens);
+	free(ptrs);
+	free(names);
+	cJSON_Delete(root);
+	return rc;
+}
+
+/* Joins rank 0's table and waits until it is complete. Polls with a
+ * growing interval (10 ms .. 250 ms) until the deadline. */
+static int exchange_peers(struct hp_xnode *x, const char *hexname, char *why,
+			  size_t cap)
+{
+	long long until = now_ms() + deadline_ms(x->a);
+	char *join = xasprintf("{\"rank\":%u,\"size\":%u,\"name\":\"%s\","
+			       "\"http\":\"%s\"}",
+			       x->rank, x->size, hexname, x->self_http);
+	int delay = 10, rc = -ETIMEDOUT, status = 0;
+	bool joined = false;
+	char *body = NULL;
+	char last[160] = "no answer";
+	while (now_ms() < until) {
+		int t = (int)HP_MIN((long long)HTTP_TIMEOUT_MS,
+				    HP_MAX(until - now_ms(), 1LL));
+		free(body);
+		body = NULL;
+		if (!joined)
+			rc = http_request(x->root_http, "POST", "/fabric/join",
+					  join, t, &status, &body);
+		else
+			rc = http_request(x->root_http, "GET", "/fabric/peers",
+					  NULL, t, &status, &body);
+		if (rc == 0 && status == 200 && !joined) {
+			joined = true;
+			continue;
+		}
+		if (rc == 0 && status == 200)
+			break;
+		if (rc == 0 && status >= 400 && status < 500 && status != 409) {
+			snprintf(why, cap, "%s refused our record (%d): %.200s",
+				 x->root_http, status, body ? body : "");
+			free(body);
+			free(join);
+			return -EPROTO;
+		}
+		if (rc < 0)
+			snprintf(last, sizeof(last), "%s", strerror(-rc));
+		else
+			snprintf(last, sizeof(last), "HTTP %d %.100s", status,
+				 body ? body : "");
+		rc = -ETIMEDOUT;
+		struct timespec ts = {0, (long)delay * 1000000L};
+		nanosleep(&ts, NULL);
+		delay = HP_MIN(delay * 2, 250);
+	}
+	free(join);
+	if (rc == 0)
+		rc = apply_peers(x, body, why, cap);
+	else
+		snprintf(why, cap, "the peer table on %s was not complete "
+			 "within %d ms (%s)", x->root_http, deadline_ms(x->a),
+			 last);
+	free(body);
+	return rc;
+}
+
+static void disable(struct hp_xnode *x, const char *what)
+{
+	hp_warn(COMP, "%s: running the in-process restart without "
+		"cross-node coordination", what);
+	x->disabled = true;
+	hp_fabric_free(x->f);
+	x->f = NULL;
+}
+
+/* Opens the endpoint, publishes it and exchanges the peer table. Returns
+ * 0 (x->ready, or x->disabled when this node cannot take part) or -errno
+ * with why set (a peer table that never completed). */
+static int setup(struct hp_xnode *x, char *why, size_t cap)
+{
+	struct hp_agent *a = x->a;
+	if (!a->server) {
+		disable(x, "no HTTP server to exchange fabric addresses on");
+		return 0;
+	}
+	int port = hp_server_port(a->server);
+	const char *node = a->cfg->local_addr && *a->cfg->local_addr
+				   ? a->cfg->local_addr
+			   : is_loopback(a->master_addr) ? a->master_addr
+							 : NULL;
+	const char *prov = getenv("FI_PROVIDER");
+	struct hp_fabric_options o = {
+		.rank = x->rank,
+		.size = x->size,
+		.provider = prov && *prov ? prov : NULL,
+		.node = node,
+		.spin_us = 50,
+	};
+	int err = 0;
+	x->f = hp_fabric_new(&o, &err);
+	if (!x->f) {
+		char what[160];
+		snprintf(what, sizeof(what), "no usable libfabric provider%s%s "
+			 "(%s)", o.provider ? " " : "",
+			 o.provider ? o.provider : "", strerror(-err));
+		disable(x, what);
+		return 0;
+	}
+	x->root_http = root_http(a, port);
+	if (!x->root_http) {
+		disable(x, "rank 0's server is unknown (give --rdzv-endpoint "
+			"HOST:PORT or HYPERPODRUN_FABRIC_ROOT)");
+		return 0;
+	}
+	x->self_http = self_http(a, port);
+	size_t len = 0;
+	const void *name = hp_fabric_name(x->f, &len);
+	char *hex = hp_fabric_hex_encode(name, len);
+	hp_server_publish_fabric(
+		a->server,
+		xasprintf("{\"rank\":%u,\"name\":\"%s\",\"provider\":\"%s\","
+			  "\"http\":\"%s\"}",
+			  x->rank, hex, hp_fabric_provider(x->f),
+			  x->self_http));
+	if (x->rank == 0)
+		hp_server_fabric_expect(a->server, x->size);
+	hp_info(COMP, "fabric endpoint up (provider %s, rank %u of %u); "
+		"peer table on %s", hp_fabric_provider(x->f), x->rank, x->size,
+		x->root_http);
+	int rc = exchange_peers(x, hex, why, cap);
+	free(hex);
+	if (rc < 0)
+		return rc;
+	x->ready = true;
+	int fd = hp_fabric_fd(x->f);
+	if (fd >= 0 && uv_poll_init(&a->loop, &x->poll, fd) == 0) {
+		x->poll_started = true;
+		uv_poll_start(&x->poll, UV_READABLE, poll_cb);
+	}
+	on_dispatch(x);
+	hp_info(COMP, "peer table complete: %u agents", x->size);
+	return 0;
+}
+
+static void close_cb(uv_handle_t *h)
+{
+	struct hp_xnode *x = h->data;
+	if (--x->open_handles == 0)
+		free(x);
+}
+
+static struct hp_xnode *xnode_new(struct hp_agent *a)
+{
+	struct hp_xnode *x = xcalloc(1, sizeof(*x));
+	x->a = a;
+	x->rank = (unsigned)a->group_rank;
+	x->size = (unsigned)a->nnodes;
+	uv_timer_init(&a->loop, &x->timer);
+	x->timer.data = x;
+	x->poll.data = x;
+	x->open_handles = 1;
+	return x;
+}
+
+/* ------------------------------------------------------------------ */
+/* what a round carries                                                */
+
+static bool is_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isxdigit((unsigned char)s[i]))
+			return false;
+	return s[n] == '\0';
+}
+
+/* Global rank 0's {"NCCL_UNIQUE_ID": "<256 hex>"}, sent as job_data (a
+ * JSON string holding that object, or the object itself), into out
+ * (NCCL_HEX_LEN + 1 bytes); "" when rank 0 is not here or sent none. */
+static void local_nccl_id(const struct hp_agent *a, char *out)
+{
+	out[0] = '\0';
+	for (int i = 0; i < a->nproc; i++) {
+		const struct worker *w = &a->workers[i];
+		if (w->data_rank != 0 || !w->data_json)
+			continue;
+		cJSON *v = cJSON_Parse(w->data_json);
+		if (cJSON_IsString(v)) {
+			cJSON *inner = cJSON_Parse(v->valuestring);
+			cJSON_Delete(v);
+			v = inner;
+		}
+		const cJSON *id =
+			cJSON_GetObjectItemCaseSensitive(v, "NCCL_UNIQUE_ID");
+		if (cJSON_IsString(id) &&
+		    strlen(id->valuestring) == NCCL_HEX_LEN &&
+		    is_hex(id->valuestring, NCCL_HEX_LEN))
+			memcpy(out, id->valuestring, NCCL_HEX_LEN + 1);
+		else if (id)
+			hp_warn(COMP, "rank 0's NCCL_UNIQUE_ID is not %d hex "
+				"digits: ignored", NCCL_HEX_LEN);
+		cJSON_Delete(v);
+	}
+}
+
+/* This node's /status worker_data entries as a JSON array, into rec
+ * (HP_FABRIC_RECORD_MAX bytes, NUL-padded); the data values are left out
+ * when they do not fit. */
+static void node_record(const struct hp_agent *a, char *rec)
+{
+	memset(rec, 0, HP_FABRIC_RECORD_MAX);
+	for (int with_data = 1; with_data >= 0; with_data--) {
+		cJSON *arr = cJSON_CreateArray();
+		for (int i = 0; i < a->nproc; i++) {
+			const struct worker *w = &a->workers[i];
+			if (w->data_rank < 0 && !w->failed)
+				continue;
+			cJSON *o = cJSON_CreateObject();
+			cJSON_AddNumberToObject(
+				o, "rank",
+				w->data_rank >= 0
+					? w->data_rank
+					: a->group_rank * a->nproc + i);
+			cJSON_AddNumberToObject(o, "group_rank", a->group_rank);
+			cJSON_AddNumberToObject(o, "local_rank", i);
+			cJSON_AddBoolToObject(o, "failed", w->failed);
+			cJSON *d = with_data && w->data_json
+					   ? cJSON_Parse(w->data_json)
+					   : NULL;
+			cJSON_AddItemToObject(o, "data",
+					      d ? d : cJSON_CreateNull());
+			cJSON_AddItemToArray(arr, o);
+		}
+		char *s = cJSON_PrintUnformatted(arr);
+		cJSON_Delete(arr);
+		size_t n = s ? strlen(s) : 0;
+		if (s && n < HP_FABRIC_RECORD_MAX) {
+			memcpy(rec, s, n);
+			cJSON_free(s);
+			if (!with_data)
+				hp_warn(COMP, "this node's worker data is over "
+					"%d bytes: sent without the data",
+					HP_FABRIC_RECORD_MAX);
+			return;
+		}
+		cJSON_free(s);
+	}
+	strcpy(rec, "[]");
+}
+
+/* Every node's array joined into one. */
+static char *join_records(const char *all, unsigned n)
+{
+	size_t cap = 2, len = 0;
+	for (unsigned r = 0; r < n; r++)
+		cap += strnlen(all + (size_t)r * HP_FABRIC_RECORD_MAX,
+			       HP_FABRIC_RECORD_MAX) + 1;
+	char *out = xmalloc(cap + 1);
+	out[len++] = '[';
+	for (unsigned r = 0; r < n; r++) {
+		const char *rec = all + (size_t)r * HP_FABRIC_RECORD_MAX;
+		size_t m = strnlen(rec, HP_FABRIC_RECORD_MAX);
+		if (m < 3 || rec[0] != '[' || rec[m - 1] != ']')
+			continue; /* "[]" or a record we do not understand */
+		if (len > 1)
+			out[len++] = ',';
+		memcpy(out + len, rec + 1, m - 2);
+		len += m - 2;
+	}
+	out[len++] = ']';
+	out[len] = '\0';
+	return out;
+}
+
+/* ------------------------------------------------------------------ */
+/* the agent's side                                                    */
+
+bool xnode_active(const struct hp_agent *a)
+{
+	return a->xnode && !a->xnode->disabled && a->xnode->ready;
+}
+
+static int collectives(struct hp_xnode *x, uint64_t e, int ms, char *why,
+		       size_t cap)
+{
+	struct hp_agent *a = x->a;
+	int rc = hp_fabric_barrier(x->f, e, ms);
+	const char *what = "barrier";
+	char *all = NULL;
+	if (rc == 0) {
+		what = "worker-data allgather";
+		all = xcalloc(x->size, HP_FABRIC_RECORD_MAX);
+		char *mine = all + (size_t)x->rank * HP_FABRIC_RECORD_MAX;
+		node_record(a, mine);
+		rc = hp_fabric_allgather(x->f, e, mine, HP_FABRIC_RECORD_MAX,
+					 all, ms);
+	}
+	if (rc == 0) {
+		free(a->xn_worker_data);
+		a->xn_worker_data = join_records(all, x->size);
+		what = "NCCL unique id broadcast";
+		char id[NCCL_HEX_LEN + 1];
+		memset(id, 0, sizeof(id));
+		if (x->rank == 0)
+			memcpy(id, a->nccl_id, sizeof(id));
+		rc = hp_fabric_bcast(x->f, e, 0, id, NCCL_HEX_LEN, ms);
+		id[NCCL_HEX_LEN] = '\0';
+		if (rc == 0 && id[0] && !is_hex(id, NCCL_HEX_LEN)) {
+			hp_warn(COMP, "the NCCL unique id from rank 0 is not "
+				"hex: ignored");
+			id[0] = '\0';
+		}
+		if (rc == 0)
+			memcpy(a->nccl_id, id, sizeof(id));
+	}
+	free(all);
+	if (rc < 0)
+		snprintf(why, cap, "cross-node %s failed: %s", what,
+			 hp_fabric_last_error(x->f));
+	return rc;
+}
+
+int xnode_round(struct hp_agent *a, char *why, size_t cap)
+{
+	local_nccl_id(a, a->nccl_id);
+	/* Operator mode learns its rank and the nodes' addresses only from
+	 * /start, after the first barrier; there the operator still
+	 * coordinates the nodes alone (not done yet: issue 5). */
+	if (!a->cfg->inprocess_restart || a->cfg->mode != HP_MODE_LOCAL ||
+	    a->nnodes <= 1 || a->group_rank < 0 || a->group_rank >= a->nnodes)
+		return 0;
+	if (!a->xnode)
+		a->xnode = xnode_new(a);
+	struct hp_xnode *x = a->xnode;
+	if (x->disabled)
+		return 0;
+	if (!x->ready) {
+		int rc = setup(x, why, cap);
+		if (rc < 0 || x->disabled)
+			return rc;
+	}
+	/* every node counts the same restarts, so the restart count names
+	 * the round; an epoch abandoned after an error is never reused */
+	uint64_t e = (uint64_t)HP_MAX(a->restart_count, 0) + 1;
+	if (e < x->epoch || (e == x->epoch && x->epoch_failed))
+		e = x->epoch + (x->epoch_failed ? 1 : 0);
+	if (e > x->epoch)
+		x->epoch_failed = false;
+	x->epoch = e;
+	int ms = deadline_ms(a);
+	hp_info(COMP, "cross-node barrier, epoch %llu (deadline %d ms)",
+		(unsigned long long)e, ms);
+	long long t0 = now_ms();
+	int rc = collectives(x, e, ms, why, cap);
+	on_dispatch(x);
+	if (rc < 0) {
+		x->epoch_failed = true;
+		hp_error(COMP, "%s", why);
+		return rc;
+	}
+	hp_info(COMP, "every node is at the barrier (%lld ms)%s",
+		now_ms() - t0, a->nccl_id[0] ? "; NCCL unique id shared" : "");
+	return 0;
+}
+
+void xnode_tell_fault(struct hp_agent *a)
+{
+	struct hp_xnode *x = a->xnode;
+	if (!xnode_active(a) || !x->peer_http)
+		return;
+	for (unsigned r = 0; r < x->size; r++) {
+		if (r == x->rank)
+			continue;
+		int status = 0;
+		int rc = http_request(x->peer_http[r], "POST", "/stop",
+				      "{\"restart_mode\":\"ipr\"}",
+				      FAULT_POST_TIMEOUT_MS, &status, NULL);
+		if (rc == 0 && status == 200)
+			hp_info(COMP, "told rank %u (%s) to restart in process",
+				r, x->peer_http[r]);
+		else
+			hp_warn(COMP, "could not tell rank %u (%s) about the "
+				"fault: %s", r, x->peer_http[r],
+				rc < 0 ? strerror(-rc) : "HTTP error");
+	}
+}
+
+void xnode_teardown(struct hp_agent *a)
+{
+	struct hp_xnode *x = a->xnode;
+	if (!x)
+		return;
+	a->xnode = NULL;
+	if (x->f) {
+		int rc = hp_fabric_leave(x->f, 1000);
+		if (rc < 0)
+			hp_warn(COMP, "leaving the fabric: %s",
+				hp_fabric_last_error(x->f));
+		else
+			hp_info(COMP, "left the fabric");
+	}
+	if (x->poll_started) {
+		uv_poll_stop(&x->poll);
+		x->open_handles++;
+		uv_close((uv_handle_t *)&x->poll, close_cb);
+	}
+	hp_fabric_free(x->f);
+	x->f = NULL;
+	for (unsigned i = 0; x->peer_http && i < x->size; i++)
+		free(x->peer_http[i]);
+	free(x->peer_http);
+	free(x->self_http);
+	free(x->root_http);
+	uv_close((uv_handle_t *)&x->timer, close_cb);
+}

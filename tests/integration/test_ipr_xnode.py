@@ -1,0 +1,191 @@
+"""In-process restart across nodes (issue 5 §3-4, end to end): two real
+hyperpodrun agents in local static mode (--nnodes 2 --node-rank 0/1, one
+machine, FI_PROVIDER=tcp) with two workers each of ipr_probe.py
+(python/hyperpod_worker.py). Global rank 0 sends a fresh fake NCCL unique
+id as job_data before every barrier wait (IPR_NCCL=1).
+
+  * a fault in node 1's worker reaches node 0 (POST /stop): all four
+    workers restart in process (same pids, restart count + 1), and each
+    run's four ranks see the same NCCL_UNIQUE_ID, the one rank 0 sent for
+    that run; every node's worker data is in aggregate_worker_data;
+  * a node that never reaches the barrier (its agent SIGSTOPped): the
+    other gives up after --inprocess-timeout with a process-level restart
+    whose log line names the missing rank, never hangs;
+  * an agent that is shut down (SIGTERM) leaves the fabric: the other's
+    next barrier fails at once naming it, well before the timeout.
+
+Exit 77 when libfabric has no tcp provider here. Every wait is on an
+output line with a deadline; nothing sleeps.
+"""
+import os
+import signal
+import subprocess
+import sys
+
+import harness
+from ipr_common import PROBE, probe_env, ready_pids, records, wait_records
+
+T = 120.0  # generous: the test machine is small and shared
+FSM = r"INFO fsm \d+: "
+
+
+def have_tcp_provider():
+    try:
+        r = subprocess.run(["fi_info", "-p", "tcp"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, timeout=60,
+                           env=dict(os.environ, FI_PROVIDER="tcp"))
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and b"provider:" in r.stdout
+
+
+class CrossNodeIPR(harness.ProcessTest):
+    survivor_timeout = 10.0
+
+    def start_nodes(self, timeout=20, max_restarts=0, **env):
+        """Two agents; node 0's server port is fixed first, since node 1
+        finds the peer table there (--rdzv-endpoint)."""
+        port0 = harness.free_port()
+        master_port = harness.free_port()
+        runs = []
+        for node in (0, 1):
+            args = ["--nnodes", "2", "--nproc-per-node", "2",
+                    "--rdzv-backend", "static", "--node-rank", str(node),
+                    "--master-addr", "127.0.0.1",
+                    "--master-port", str(master_port),
+                    "--rdzv-endpoint", "127.0.0.1:%d" % port0,
+                    "--server-port", str(port0) if node == 0 else "0",
+                    "--inprocess-restart",
+                    "--inprocess-timeout", str(timeout),
+                    "--max-restarts", str(max_restarts), PROBE]
+            r = self.agent(args, env=probe_env(self.tmp, FI_PROVIDER="tcp",
+                                               IPR_NCCL="1", **env),
+                           label="node%d" % node)
+            self.addCleanup(self.stop_agent, r)
+            runs.append(r)
+        return runs
+
+    def stop_agent(self, r):
+        """After a failed assertion: stop the agent (and its workers)."""
+        if r.running():
+            r.signal(signal.SIGCONT)
+            r.signal(signal.SIGTERM)
+            try:
+                r.wait(30)
+            except AssertionError:
+                pass
+
+    def runs_by_rank(self, nodes, run):
+        out = {}
+        for n in nodes:
+            for rec in records(n, "run", run=run):
+                out[rec["rank"]] = rec
+        return out
+
+    def wait_runs(self, nodes, run, count=2):
+        for n in nodes:
+            wait_records(n, "run", count, T, run=run)
+        return self.runs_by_rank(nodes, run)
+
+    # ------------------------------------------------------------------
+    def test_fault_on_one_node_restarts_both_in_process(self):
+        n0, n1 = self.start_nodes(IPR_FAIL_RANK=2, IPR_DATA="1")
+        first = self.wait_runs((n0, n1), 0)
+        self.assertEqual(sorted(first), [0, 1, 2, 3])
+        sent = records(n0, "nccl_sent")
+        self.assertGreaterEqual(len(sent), 1)
+        for rank, rec in first.items():
+            env = rec["env"]
+            self.assertEqual(env["RANK"], str(rank))
+            self.assertEqual(env["WORLD_SIZE"], "4")
+            self.assertEqual(env["GROUP_RANK"], str(rank // 2))
+            self.assertEqual(env["JOB_RESTART_COUNT"], "0")
+            self.assertEqual(env.get("NCCL_UNIQUE_ID"), sent[0]["id"],
+                             "rank %d got another id" % rank)
+        pids = {rank: rec["pid"] for rank, rec in first.items()}
+
+        second = self.wait_runs((n0, n1), 1)
+        self.assertEqual(sorted(second), [0, 1, 2, 3])
+        for n in (n0, n1):
+            self.assertExit(n, 0, timeout=T)
+        sent = records(n0, "nccl_sent")
+        self.assertEqual(len(sent), 2, "rank 0 waited at the barrier twice")
+        self.assertNotEqual(sent[0]["id"], sent[1]["id"])
+        for rank, rec in second.items():
+            self.assertEqual(rec["pid"], pids[rank],
+                             "rank %d changed process" % rank)
+            self.assertEqual(rec["env"]["JOB_RESTART_COUNT"], "1")
+            self.assertEqual(rec["restart"], 1)
+            self.assertEqual(rec["env"].get("NCCL_UNIQUE_ID"), sent[1]["id"],
+                             "rank %d did not get the new id" % rank)
+            # every node's worker data of the run that ended (IPR_DATA)
+            agg = rec["agg"]["aggregate_worker_data"]
+            self.assertEqual(sorted(e["rank"] for e in agg), [0, 1, 2, 3], agg)
+            by = {e["rank"]: e for e in agg}
+            self.assertEqual(by[3]["group_rank"], 1)
+            self.assertEqual(by[3]["data"], "data-r3-c0")
+            self.assertTrue(by[2]["failed"], agg)
+        # exactly one in-process cycle on each node, no process restart
+        for n in (n0, n1):
+            self.assertEqual(len(ready_pids(n)), 2)
+            self.assertEqual(len(records(n, "done")), 2)
+            self.assertEqual(len(n.matches(r"in-process restart 1: asking")), 1)
+            self.assertFalse(n.matches("process-level restart"), n.tail())
+            n.wait_line(FSM + "STOPPING -> READY", 0)
+        n1.wait_line(FSM + r"RUNNING -> FAULTED reason=InjectedFault "
+                     r"message=injected into rank 2$", 0)
+        n1.wait_line(r"told rank 0 \(127\.0\.0\.1:\d+\) to restart in "
+                     r"process", 0)
+        n0.wait_line(r"/stop \(restart_mode ipr\)", 0)
+        self.assertEqual(len(n0.matches(r"peer table complete: 2 agents")), 1)
+
+    # ------------------------------------------------------------------
+    def test_node_missing_the_barrier_gives_a_process_level_restart(self):
+        timeout = 4
+        n0, n1 = self.start_nodes(timeout=timeout, max_restarts=1)
+        first = self.wait_runs((n0, n1), 0)
+        n1.signal(signal.SIGSTOP)
+        os.kill(first[0]["pid"], signal.SIGUSR1)  # a fault on node 0
+        wait_records(n0, "fault", 1, T, rank=1)
+        m = n0.wait_line(r"process-level restart: cross-node barrier failed: "
+                         r"barrier epoch (\d+) timed out after (\d+) ms "
+                         r"waiting for ranks? 1\b", T)
+        self.assertEqual(int(m.group(2)), timeout * 1000)
+        # the old workers go, new ones come (node 0 alone: node 1 is
+        # still stopped, so their barrier times out too and node 0 gives
+        # up after its one restart)
+        self.assertExit(n0, 1, timeout=T)
+        self.assertEqual(len(n0.matches(r"process-level restart: cross-node "
+                                        r"barrier failed")), 2)
+        pids = set(ready_pids(n0))
+        self.assertEqual(len(pids), 4, "two old and two new workers")
+        for pid in pids:
+            self.assertFalse(harness.alive(pid))
+        n0.wait_line(r"could not tell rank 1 \(127\.0\.0\.1:\d+\) about "
+                     r"the fault", 0)
+        # node 1 comes back and is told to end
+        n1.signal(signal.SIGTERM)
+        n1.signal(signal.SIGCONT)
+        self.assertExit(n1, 143, timeout=T)
+
+    # ------------------------------------------------------------------
+    def test_agent_shut_down_leaves_the_fabric(self):
+        timeout = 60
+        n0, n1 = self.start_nodes(timeout=timeout)
+        first = self.wait_runs((n0, n1), 0)
+        n1.signal(signal.SIGTERM)
+        self.assertExit(n1, 143, timeout=T)
+        n1.wait_line(r"left the fabric", 0)
+        os.kill(first[0]["pid"], signal.SIGUSR1)
+        n0.wait_line(r"process-level restart: cross-node barrier failed: "
+                     r".*\b1\b.*left", T)
+        self.assertExit(n0, 1, timeout=T)
+        self.assertLess(n0.elapsed, timeout - 10,
+                        "waited for the deadline instead of the departure")
+
+
+if __name__ == "__main__":
+    if not have_tcp_provider():
+        print("no libfabric tcp provider (fi_info -p tcp)", file=sys.stderr)
+        sys.exit(harness.SKIP)
+    harness.main()
