@@ -159,9 +159,12 @@ void ipr_free_worker_data(struct hp_agent *a);
 int xnode_round(struct hp_agent *a, char *why, size_t cap);
 /* Is the fabric set up (peers known)? */
 bool xnode_active(const struct hp_agent *a);
-/* Local mode: a worker here failed; POST /stop (ipr) to every peer's
- * server so every node restarts in process. Best effort, logged. */
-void xnode_tell_fault(struct hp_agent *a);
+/* Local mode (no operator to do it): this node restarts, in process or
+ * (plr) with new processes; POST /stop with that restart_mode to every
+ * peer's server so every node restarts alike and they meet at the next
+ * barrier. Best effort, a short timeout per peer, logged. A peer already
+ * restarting ignores it. */
+void xnode_tell_peers(struct hp_agent *a, bool plr);
 /* Leaves the fabric (peers see a departure) and frees it. */
 void xnode_teardown(struct hp_agent *a);
 

@@ -177,6 +177,9 @@ void ipr_process_level_restart(struct hp_agent *a, const char *why)
 	hp_ipc_drop_clients(a->ipc);
 	if (a->resconf)
 		hp_resconf_reset_ip_version(a->resconf);
+	/* no operator: the other nodes restart their processes too, or they
+	 * would wait for ours at a barrier we no longer come to */
+	xnode_tell_peers(a, true);
 	/* local mode counts it against --max-restarts (AFTER_FAULT);
 	 * the operator decides for itself */
 	agent_start_stop(a,
@@ -195,6 +198,7 @@ void ipr_worker_died(struct hp_agent *a)
 	}
 	cancel_wait(a);
 	hp_ipc_drop_clients(a->ipc);
+	xnode_tell_peers(a, true);
 	agent_group_failed(a);
 }
 
@@ -350,7 +354,7 @@ static void on_fault(void *ud, int local_rank, int rank, const char *reason,
 	    a->stage == STAGE_TRAIN) {
 		inprocess_restart(a);
 		/* no operator: the other nodes restart with us */
-		xnode_tell_fault(a);
+		xnode_tell_peers(a, false);
 	}
 }
 

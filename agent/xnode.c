@@ -735,25 +735,32 @@ int xnode_round(struct hp_agent *a, char *why, size_t cap)
 	return 0;
 }
 
-void xnode_tell_fault(struct hp_agent *a)
+void xnode_tell_peers(struct hp_agent *a, bool plr)
 {
 	struct hp_xnode *x = a->xnode;
-	if (!xnode_active(a) || !x->peer_http)
+	if (a->cfg->mode != HP_MODE_LOCAL || !xnode_active(a) ||
+	    !x->peer_http)
 		return;
+	const char *body = plr ? "{\"restart_mode\":\"plr\"}"
+			       : "{\"restart_mode\":\"ipr\"}";
+	const char *what = plr ? "process-level" : "in-process";
 	for (unsigned r = 0; r < x->size; r++) {
 		if (r == x->rank)
 			continue;
 		int status = 0;
-		int rc = http_request(x->peer_http[r], "POST", "/stop",
-				      "{\"restart_mode\":\"ipr\"}",
+		int rc = http_request(x->peer_http[r], "POST", "/stop", body,
 				      FAULT_POST_TIMEOUT_MS, &status, NULL);
 		if (rc == 0 && status == 200)
-			hp_info(COMP, "told rank %u (%s) to restart in process",
-				r, x->peer_http[r]);
+			hp_info(COMP, "told rank %u (%s) to restart (%s)", r,
+				x->peer_http[r], what);
+		else if (rc == 0)
+			hp_warn(COMP, "could not tell rank %u (%s) to restart "
+				"(%s): HTTP %d", r, x->peer_http[r], what,
+				status);
 		else
-			hp_warn(COMP, "could not tell rank %u (%s) about the "
-				"fault: %s", r, x->peer_http[r],
-				rc < 0 ? strerror(-rc) : "HTTP error");
+			hp_warn(COMP, "could not tell rank %u (%s) to restart "
+				"(%s): %s", r, x->peer_http[r], what,
+				strerror(-rc));
 	}
 }
 

@@ -8,6 +8,9 @@ id as job_data before every barrier wait (IPR_NCCL=1).
     workers restart in process (same pids, restart count + 1), and each
     run's four ranks see the same NCCL_UNIQUE_ID, the one rank 0 sent for
     that run; every node's worker data is in aggregate_worker_data;
+  * a worker that dies on node 1: node 1 restarts its processes and
+    tells node 0 to do the same (POST /stop plr); all four ranks run
+    again in new processes at restart count 1, with rank 0's new id;
   * a node that never reaches the barrier (its agent SIGSTOPped): the
     other gives up after --inprocess-timeout with a process-level restart
     whose log line names the missing rank, never hangs;
@@ -134,8 +137,8 @@ class CrossNodeIPR(harness.ProcessTest):
             n.wait_line(FSM + "STOPPING -> READY", 0)
         n1.wait_line(FSM + r"RUNNING -> FAULTED reason=InjectedFault "
                      r"message=injected into rank 2$", 0)
-        n1.wait_line(r"told rank 0 \(127\.0\.0\.1:\d+\) to restart in "
-                     r"process", 0)
+        n1.wait_line(r"told rank 0 \(127\.0\.0\.1:\d+\) to restart "
+                     r"\(in-process\)", 0)
         n0.wait_line(r"/stop \(restart_mode ipr\)", 0)
         self.assertEqual(len(n0.matches(r"peer table complete: 2 agents")), 1)
 
@@ -161,12 +164,39 @@ class CrossNodeIPR(harness.ProcessTest):
         self.assertEqual(len(pids), 4, "two old and two new workers")
         for pid in pids:
             self.assertFalse(harness.alive(pid))
-        n0.wait_line(r"could not tell rank 1 \(127\.0\.0\.1:\d+\) about "
-                     r"the fault", 0)
+        n0.wait_line(r"could not tell rank 1 \(127\.0\.0\.1:\d+\) to "
+                     r"restart \(in-process\)", 0)
         # node 1 comes back and is told to end
         n1.signal(signal.SIGTERM)
         n1.signal(signal.SIGCONT)
         self.assertExit(n1, 143, timeout=T)
+
+    # ------------------------------------------------------------------
+    def test_dead_worker_restarts_every_node_s_processes(self):
+        n0, n1 = self.start_nodes(max_restarts=1)
+        first = self.wait_runs((n0, n1), 0)
+        old = {rec["pid"] for rec in first.values()}
+        os.kill(first[3]["pid"], signal.SIGKILL)  # node 1, local rank 1
+        for n in (n0, n1):
+            self.assertExit(n, 0, timeout=T)
+        # every rank ran again in a new process, at restart count 1
+        new = [rec for n in (n0, n1) for rec in records(n, "run")
+               if rec["pid"] not in old]
+        self.assertEqual(sorted(rec["rank"] for rec in new), [0, 1, 2, 3], new)
+        for rec in new:
+            self.assertEqual(rec["env"]["TORCHELASTIC_RESTART_COUNT"], "1")
+            self.assertEqual(rec["restart"], 1)
+        sent = records(n0, "nccl_sent")
+        ids = {rec["env"].get("NCCL_UNIQUE_ID") for rec in new}
+        self.assertEqual(ids, {sent[-1]["id"]})
+        n1.wait_line(r"told rank 0 \(127\.0\.0\.1:\d+\) to restart "
+                     r"\(process-level\)", 0)
+        n0.wait_line(r"/stop \(restart_mode plr\)", 0)
+        for n in (n0, n1):
+            self.assertEqual(len(ready_pids(n)), 4)
+            self.assertEqual(len(records(n, "done")), 2)
+            for pid in ready_pids(n):
+                self.assertFalse(harness.alive(pid))
 
     # ------------------------------------------------------------------
     def test_agent_shut_down_leaves_the_fabric(self):
