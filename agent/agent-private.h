@@ -61,6 +61,9 @@ struct hp_agent {
 	uv_signal_t sigs[7];
 	uv_async_t wake;
 	uv_timer_t kill_timer;
+	uv_check_t publish_check;     /* publish /status once per event: */
+	uv_prepare_t publish_prepare; /* see agent_publish() */
+	bool publish_pending;
 	struct hp_fsm fsm;
 	struct hp_server *server;
 	struct hp_logs *logs;

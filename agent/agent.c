@@ -68,8 +68,10 @@ static char *merged_labels(const struct hp_agent *a)
 	return out;
 }
 
-void agent_publish(struct hp_agent *a)
+/* Builds and hands the server the /status body and the metrics text. */
+static void publish_now(struct hp_agent *a)
 {
+	a->publish_pending = false;
 	if (!a->server)
 		return;
 	struct hp_transition tr[HP_STATE_COUNT];
@@ -121,6 +123,31 @@ void agent_publish(struct hp_agent *a)
 	hp_server_publish(a->server, hp_json_status(&st));
 	free(labels);
 	hp_server_publish_metrics(a->server, hp_metrics_render(a->metrics));
+}
+
+/* A restart fires several transitions in one callback; building the JSON
+ * and the metrics text for each would put milliseconds on the restart
+ * path. Publishing is deferred to the end of the loop phase: a prepare
+ * handle flushes what timer callbacks changed before the loop blocks, a
+ * check handle what I/O and signal callbacks changed. One event publishes
+ * once; command replies and start-up publish at once. */
+void agent_publish(struct hp_agent *a)
+{
+	a->publish_pending = true;
+}
+
+static void publish_check_cb(uv_check_t *h)
+{
+	struct hp_agent *a = h->data;
+	if (a->publish_pending)
+		publish_now(a);
+}
+
+static void publish_prepare_cb(uv_prepare_t *h)
+{
+	struct hp_agent *a = h->data;
+	if (a->publish_pending)
+		publish_now(a);
 }
 
 /* A failure being answered ends when its replacements run. */
@@ -703,9 +730,7 @@ static void worker_exited(struct hp_agent *a, struct worker *w, int status)
 	a->nrunning--;
 	hp_logs_drain_rank(a->logs, w->local_rank);
 	hp_metrics_worker_exit(a->metrics, status);
-	if (a->server)
-		hp_server_publish_metrics(a->server,
-					  hp_metrics_render(a->metrics));
+	agent_publish(a);
 	if (WIFSIGNALED(status))
 		hp_info("agent", "worker %d (pid %d) killed by %s",
 			w->local_rank, (int)pid,
@@ -967,7 +992,8 @@ static void wake_cb(uv_async_t *h)
 			rc = cmd_shutdown(a);
 			break;
 		}
-		agent_publish(a);
+		/* the reply must find the status that reflects it */
+		publish_now(a);
 		hp_server_cmd_done(a->server, cmd, rc);
 	}
 }
@@ -1087,6 +1113,12 @@ static int setup_loop(struct hp_agent *a)
 	uv_async_init(&a->loop, &a->wake, wake_cb);
 	a->wake.data = a;
 	uv_timer_init(&a->loop, &a->kill_timer);
+	uv_check_init(&a->loop, &a->publish_check);
+	a->publish_check.data = a;
+	uv_check_start(&a->publish_check, publish_check_cb);
+	uv_prepare_init(&a->loop, &a->publish_prepare);
+	a->publish_prepare.data = a;
+	uv_prepare_start(&a->publish_prepare, publish_prepare_cb);
 	a->kill_timer.data = a;
 	a->logmon = hp_logmon_new(&a->loop, on_log_trip, a);
 	return 0;
@@ -1149,7 +1181,7 @@ int hp_agent_run(struct hp_agent *a)
 		a->exit_code = 1;
 		goto out;
 	}
-	agent_publish(a);
+	publish_now(a);
 	if (c->inprocess_restart) {
 		/* IPR: workers start at once and wait at the barrier; READY
 		 * comes when every local rank is there */

@@ -137,13 +137,21 @@ void hp_logs_set_line_cb(struct hp_logs *l, hp_logs_line_cb cb, void *ud)
 int hp_logs_begin_attempt(struct hp_logs *l, int attempt)
 {
 	l->attempt = attempt;
+	/* the run dir exists: one mkdir for the attempt, one per rank */
+	char *adir = xasprintf("%s/attempt_%d", l->run_dir, attempt);
+	int arc = mkdir(adir, 0755) < 0 && errno != EEXIST ? -errno : 0;
+	if (arc < 0)
+		hp_error("logs", "cannot create %s: %s", adir, strerror(-arc));
+	free(adir);
+	if (arc < 0)
+		return arc;
 	for (int i = 0; i < l->nproc; i++) {
 		struct rank_logs *rl = &l->ranks[i];
 		free(rl->dir);
 		free(rl->error_file);
 		rl->dir = xasprintf("%s/attempt_%d/%d", l->run_dir, attempt, i);
 		rl->error_file = xasprintf("%s/error.json", rl->dir);
-		int rc = mkdir_p(rl->dir);
+		int rc = mkdir(rl->dir, 0755) < 0 && errno != EEXIST ? -errno : 0;
 		if (rc < 0) {
 			hp_error("logs", "cannot create %s: %s", rl->dir,
 				 strerror(-rc));
