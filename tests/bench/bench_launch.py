@@ -116,7 +116,10 @@ def main():
                                            args.nproc))
             res[name] = (statistics.median(walls), max(rss) if rss else float("nan"),
                          statistics.median(lat))
-        print(f"{args.nproc} workers, median of {args.runs} runs")
+        base = statistics.median(run_once(["/bin/true"], dict(os.environ), False)[0]
+                                 for _ in range(args.runs))
+        print(f"{args.nproc} workers, median of {args.runs} runs "
+              f"(walls include {base*1000:.1f} ms of this harness spawning /bin/true)")
         print(f"{'':14}{'launch→exit':>14}{'peak RSS':>12}{'restart':>12}")
         for name, (w, r, l) in res.items():
             print(f"{name:14}{w*1000:11.1f} ms{r/1024:9.1f} MB{l*1000:9.2f} ms")
