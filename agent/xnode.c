@@ -430,15 +430,14 @@ static void disable(struct hp_xnode *x, const char *what)
 	x->f = NULL;
 }
 
-/* Opens the endpoint, publishes it and exchanges the peer table. Returns
- * 0 (x->ready, or x->disabled when this node cannot take part) or -errno
- * with why set (a peer table that never completed). */
-static int setup(struct hp_xnode *x, char *why, size_t cap)
+/* Opens the endpoint (once) and publishes it on GET /fabric. Returns
+ * false, with x->disabled set and logged, when this node cannot take part. */
+static bool open_endpoint(struct hp_xnode *x)
 {
 	struct hp_agent *a = x->a;
 	if (!a->server) {
 		disable(x, "no HTTP server to exchange fabric addresses on");
-		return 0;
+		return false;
 	}
 	int port = hp_server_port(a->server);
 	const char *node = a->cfg->local_addr && *a->cfg->local_addr
@@ -477,13 +476,13 @@ static int setup(struct hp_xnode *x, char *why, size_t cap)
 			 "(%s)", o.provider ? " " : "",
 			 o.provider ? o.provider : "", strerror(-err));
 		disable(x, what);
-		return 0;
+		return false;
 	}
 	x->root_http = root_http(a, port);
 	if (!x->root_http) {
 		disable(x, "rank 0's server is unknown (give --rdzv-endpoint "
 			"HOST:PORT or HYPERPODRUN_FABRIC_ROOT)");
-		return 0;
+		return false;
 	}
 	x->self_http = self_http(a, port);
 	size_t len = 0;
@@ -495,11 +494,26 @@ static int setup(struct hp_xnode *x, char *why, size_t cap)
 			  "\"http\":\"%s\"}",
 			  x->rank, hex, hp_fabric_provider(x->f),
 			  x->self_http));
+	free(hex);
 	if (x->rank == 0)
 		hp_server_fabric_expect(a->server, x->size);
 	hp_info(COMP, "fabric endpoint up (provider %s, rank %u of %u); "
 		"peer table on %s", hp_fabric_provider(x->f), x->rank, x->size,
 		x->root_http);
+	return true;
+}
+
+/* Opens the endpoint if needed and exchanges the peer table (again, after
+ * a table that never completed). Returns 0 (x->ready, or x->disabled when
+ * this node cannot take part) or -errno with why set. */
+static int setup(struct hp_xnode *x, char *why, size_t cap)
+{
+	struct hp_agent *a = x->a;
+	if (!x->f && !open_endpoint(x))
+		return 0;
+	size_t len = 0;
+	const void *name = hp_fabric_name(x->f, &len);
+	char *hex = hp_fabric_hex_encode(name, len);
 	int rc = exchange_peers(x, hex, why, cap);
 	free(hex);
 	if (rc < 0)

@@ -11,6 +11,9 @@ id as job_data before every barrier wait (IPR_NCCL=1).
   * a worker that dies on node 1: node 1 restarts its processes and
     tells node 0 to do the same (POST /stop plr); all four ranks run
     again in new processes at restart count 1, with rank 0's new id;
+  * a peer that never joins the table: a process-level restart after
+    --inprocess-timeout, never a hang; one node alone still hands rank
+    0's id to its ranks;
   * a node that never reaches the barrier (its agent SIGSTOPped): the
     other gives up after --inprocess-timeout with a process-level restart
     whose log line names the missing rank, never hangs;
@@ -45,14 +48,15 @@ def have_tcp_provider():
 class CrossNodeIPR(harness.ProcessTest):
     survivor_timeout = 10.0
 
-    def start_nodes(self, timeout=20, max_restarts=0, **env):
+    def start_nodes(self, timeout=20, max_restarts=0, nodes=(0, 1), nnodes=2,
+                    **env):
         """Two agents; node 0's server port is fixed first, since node 1
         finds the peer table there (--rdzv-endpoint)."""
         port0 = harness.free_port()
         master_port = harness.free_port()
         runs = []
-        for node in (0, 1):
-            args = ["--nnodes", "2", "--nproc-per-node", "2",
+        for node in nodes:
+            args = ["--nnodes", str(nnodes), "--nproc-per-node", "2",
                     "--rdzv-backend", "static", "--node-rank", str(node),
                     "--master-addr", "127.0.0.1",
                     "--master-port", str(master_port),
@@ -166,10 +170,37 @@ class CrossNodeIPR(harness.ProcessTest):
             self.assertFalse(harness.alive(pid))
         n0.wait_line(r"could not tell rank 1 \(127\.0\.0\.1:\d+\) to "
                      r"restart \(in-process\)", 0)
-        # node 1 comes back and is told to end
+        # node 1 comes back and is told to end; what it does first (the
+        # /stop node 0 queued on it, or the signal) is a race: it ends
+        # either way, by the signal or failing its barrier with node 0 gone
         n1.signal(signal.SIGTERM)
         n1.signal(signal.SIGCONT)
-        self.assertExit(n1, 143, timeout=T)
+        self.assertExit(n1, (1, 143), timeout=T)
+
+    # ------------------------------------------------------------------
+    def test_peer_that_never_joins_gives_a_process_level_restart(self):
+        timeout = 3
+        (n0,) = self.start_nodes(timeout=timeout, max_restarts=1, nodes=(0,))
+        self.assertExit(n0, 1, timeout=T)
+        lines = n0.matches(r"process-level restart: the peer table on "
+                           r"127\.0\.0\.1:\d+ was not complete within "
+                           r"%d ms" % (timeout * 1000))
+        self.assertEqual(len(lines), 2, "one per attempt")
+        # the endpoint is opened once, the table asked for again
+        self.assertEqual(len(n0.matches(r"fabric endpoint up")), 1)
+        self.assertEqual(len(ready_pids(n0)), 4)
+        self.assertFalse(records(n0, "run"), "nobody may be released")
+
+    def test_one_node_hands_rank_0_s_id_to_every_rank(self):
+        (n0,) = self.start_nodes(nodes=(0,), nnodes=1, IPR_FAIL_RANK=1)
+        self.assertExit(n0, 0, timeout=T)
+        sent = records(n0, "nccl_sent")
+        self.assertEqual(len(sent), 2)
+        for run in (0, 1):
+            ids = [rec["env"].get("NCCL_UNIQUE_ID")
+                   for rec in records(n0, "run", run=run)]
+            self.assertEqual(ids, [sent[run]["id"]] * 2, "run %d" % run)
+        self.assertFalse(n0.matches(r"xnode"), "no fabric for one node")
 
     # ------------------------------------------------------------------
     def test_dead_worker_restarts_every_node_s_processes(self):
