@@ -156,10 +156,12 @@ void ipr_free_worker_data(struct hp_agent *a);
  * a->nccl_id from global rank 0's job_data, and with nnodes > 1 runs the
  * fabric barrier, the worker-data allgather (a->xn_worker_data) and the
  * broadcast of the NCCL id, each within --inprocess-timeout (60 s if
- * none); the first call sets the fabric up. Returns 0 (also when this
- * node cannot join the fabric: logged, node-local IPR) or -errno with
- * why set for a process-level restart. Blocks the loop while it runs. */
-int xnode_round(struct hp_agent *a, char *why, size_t cap);
+ * none); the first call sets the fabric up. init: the barrier of freshly
+ * spawned processes (operator mode leaves those to the operator, and
+ * meets only after a /start). Returns 0 (also when this node cannot join
+ * the fabric: logged, node-local IPR) or -errno with why set for a
+ * process-level restart. Blocks the loop while it runs. */
+int xnode_round(struct hp_agent *a, bool init, char *why, size_t cap);
 /* Is the fabric set up (peers known)? */
 bool xnode_active(const struct hp_agent *a);
 /* Local mode (no operator to do it): this node restarts, in process or

@@ -108,7 +108,7 @@ static void barrier_check(struct hp_agent *a)
 	hp_info("ipr", "every local rank is at the barrier");
 	/* every node's ranks too (nnodes > 1), before READY/STOPPED */
 	char why[1024];
-	if (xnode_round(a, why, sizeof(why)) < 0) {
+	if (xnode_round(a, was == IPR_WAIT_INIT, why, sizeof(why)) < 0) {
 		/* the operator (or the log) sees what is needed */
 		a->restart_mode = "process_level_restart";
 		ipr_process_level_restart(a, why);

@@ -27,6 +27,7 @@
 #include "agent-private.h"
 #include "log.h"
 #include "rendezvous/fabric.h"
+#include "rendezvous/resconf.h"
 #include "server/server.h"
 #include "xalloc.h"
 
@@ -241,34 +242,71 @@ static bool is_wildcard(const char *host)
 	       strcmp(host, "::") == 0;
 }
 
-/* Where peers reach our server: --local-addr, else the server's own
- * address when it is not a wildcard, else loopback when the master is
- * (one machine), else our host name. */
-static char *self_http(const struct hp_agent *a, int port)
+/* Operator mode: group rank r's IP from the table of /start's rankIps,
+ * or NULL. */
+static char *rank_ip(const struct hp_agent *a, int r)
 {
-	const struct hp_config *c = a->cfg;
-	const char *host = c->local_addr && *c->local_addr ? c->local_addr
-			   : !is_wildcard(c->server_host)     ? c->server_host
-			   : is_loopback(a->master_addr)      ? "127.0.0.1"
-							      : a->hostname;
+	if (!a->resconf)
+		return NULL;
+	char *ips = hp_resconf_ips_json(a->resconf);
+	cJSON *v = cJSON_Parse(ips);
+	free(ips);
+	const cJSON *ip = cJSON_GetArrayItem(v, r);
+	char *out = cJSON_IsString(ip) && *ip->valuestring
+			    ? xstrdup(ip->valuestring)
+			    : NULL;
+	cJSON_Delete(v);
+	return out;
+}
+
+static char *host_port(const char *host, int port)
+{
 	if (strchr(host, ':'))
 		return xasprintf("[%s]:%d", host, port);
 	return xasprintf("%s:%d", host, port);
 }
 
-/* Rank 0's server: HYPERPODRUN_FABRIC_ROOT, else --rdzv-endpoint (local
- * static mode), else our own server when we are rank 0. */
+/* Where peers reach our server: --local-addr, else the server's own
+ * address when it is not a wildcard, else (operator mode) our IP in
+ * /start's rankIps, else loopback when the master is (one machine), else
+ * our host name. */
+static char *self_http(const struct hp_agent *a, int port)
+{
+	const struct hp_config *c = a->cfg;
+	if (c->local_addr && *c->local_addr)
+		return host_port(c->local_addr, port);
+	if (!is_wildcard(c->server_host))
+		return host_port(c->server_host, port);
+	char *ip = c->mode == HP_MODE_OPERATOR ? rank_ip(a, a->group_rank)
+					       : NULL;
+	char *out = host_port(ip                            ? ip
+			      : is_loopback(a->master_addr) ? "127.0.0.1"
+							    : a->hostname,
+			      port);
+	free(ip);
+	return out;
+}
+
+/* Rank 0's server: HYPERPODRUN_FABRIC_ROOT; else in operator mode rank
+ * 0's IP in /start's rankIps with our own --server-port (every agent of a
+ * job listens on the same one); else --rdzv-endpoint (local static mode);
+ * else our own server when we are rank 0. */
 static char *root_http(const struct hp_agent *a, int port)
 {
 	const char *env = getenv("HYPERPODRUN_FABRIC_ROOT");
 	if (env && *env)
 		return xstrdup(env);
+	if (a->cfg->mode == HP_MODE_OPERATOR) {
+		char *ip = rank_ip(a, 0);
+		char *out = ip ? host_port(ip, port) : NULL;
+		free(ip);
+		return out;
+	}
 	const char *ep = a->cfg->rdzv_endpoint;
 	if (ep && strchr(ep, ':') && strcmp(strrchr(ep, ':'), ":0") != 0)
 		return xstrdup(ep);
 	if (a->group_rank == 0)
-		return xasprintf("%s:%d",
-				 is_wildcard(a->cfg->server_host)
+		return host_port(is_wildcard(a->cfg->server_host)
 					 ? "127.0.0.1"
 					 : a->cfg->server_host,
 				 port);
@@ -363,6 +401,31 @@ out:
 	return rc;
 }
 
+/* "ranks 1,3 did not join" from a 503 {"missing":[1,3]}; false if none. */
+static bool missing_ranks(const char *body, char *out, size_t cap)
+{
+	cJSON *v = body ? cJSON_Parse(body) : NULL;
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(v, "missing");
+	const cJSON *r;
+	size_t off = 0;
+	out[0] = '\0';
+	if (cJSON_IsArray(m) && cJSON_GetArraySize(m) > 0) {
+		off = (size_t)snprintf(out, cap, "ranks ");
+		cJSON_ArrayForEach(r, m)
+		{
+			if (off < cap && cJSON_IsNumber(r))
+				off += (size_t)snprintf(out + off, cap - off,
+							"%s%d",
+							r == m->child ? "" : ",",
+							r->valueint);
+		}
+		if (off < cap)
+			snprintf(out + off, cap - off, " did not join");
+	}
+	cJSON_Delete(v);
+	return out[0] != '\0';
+}
+
 /* Joins rank 0's table and waits until it is complete. Polls with a
  * growing interval (10 ms .. 250 ms) until the deadline. */
 static int exchange_peers(struct hp_xnode *x, const char *hexname, char *why,
@@ -402,7 +465,7 @@ static int exchange_peers(struct hp_xnode *x, const char *hexname, char *why,
 		}
 		if (rc < 0)
 			snprintf(last, sizeof(last), "%s", strerror(-rc));
-		else
+		else if (!missing_ranks(body, last, sizeof(last)))
 			snprintf(last, sizeof(last), "HTTP %d %.100s", status,
 				 body ? body : "");
 		rc = -ETIMEDOUT;
@@ -706,14 +769,40 @@ static int collectives(struct hp_xnode *x, uint64_t e, int ms, char *why,
 	return rc;
 }
 
-int xnode_round(struct hp_agent *a, char *why, size_t cap)
+/* Operator mode: may this barrier meet the other nodes? Only after a
+ * /start (the rank and the nodes' addresses come with it), and not at the
+ * barrier of freshly spawned processes: a process-level restart may be
+ * this node's alone, and the operator's /start brings the nodes together
+ * then. A fabric set up for another rank, size or root is replaced. */
+static bool operator_round(struct hp_agent *a, bool init)
+{
+	if (init || a->assigned_rank < 0 || !a->server)
+		return false;
+	char *root = root_http(a, hp_server_port(a->server));
+	if (!root) {
+		hp_info(COMP, "no rankIps from /start and no "
+			"HYPERPODRUN_FABRIC_ROOT: this barrier is node-local");
+		return false;
+	}
+	struct hp_xnode *x = a->xnode;
+	if (x && (x->rank != (unsigned)a->group_rank ||
+		  x->size != (unsigned)a->nnodes ||
+		  (x->root_http && strcmp(x->root_http, root) != 0))) {
+		hp_info(COMP, "rank %d of %d now, peer table on %s: a new "
+			"fabric endpoint", a->group_rank, a->nnodes, root);
+		xnode_teardown(a);
+	}
+	free(root);
+	return true;
+}
+
+int xnode_round(struct hp_agent *a, bool init, char *why, size_t cap)
 {
 	local_nccl_id(a, a->nccl_id);
-	/* Operator mode learns its rank and the nodes' addresses only from
-	 * /start, after the first barrier; there the operator still
-	 * coordinates the nodes alone (not done yet: issue 5). */
-	if (!a->cfg->inprocess_restart || a->cfg->mode != HP_MODE_LOCAL ||
-	    a->nnodes <= 1 || a->group_rank < 0 || a->group_rank >= a->nnodes)
+	if (!a->cfg->inprocess_restart || a->nnodes <= 1 ||
+	    a->group_rank < 0 || a->group_rank >= a->nnodes)
+		return 0;
+	if (a->cfg->mode == HP_MODE_OPERATOR && !operator_round(a, init))
 		return 0;
 	if (!a->xnode)
 		a->xnode = xnode_new(a);

@@ -241,7 +241,8 @@ static void route_fabric_join(struct hp_server *s, struct evhttp_request *req)
 }
 
 /* {"size":N,"peers":[{"rank":r,"name":hex,"http":"host:port"},…]} once
- * every rank joined, else 503 {"detail":"incomplete"}. Names and
+ * every rank joined, else 503 {"detail":"incomplete","missing":[ranks]}
+ * ({"detail":"incomplete"} while the size is unknown). Names and
  * addresses were checked on the way in: nothing here needs escaping. */
 static void route_fabric_peers(struct hp_server *s, struct evhttp_request *req)
 {
@@ -264,10 +265,22 @@ static void route_fabric_peers(struct hp_server *s, struct evhttp_request *req)
 					    i ? "," : "", i, s->fpeers[i].name,
 					    s->fpeers[i].http);
 		evbuffer_add_printf(b, "]}");
+	} else if (s->fpeers) {
+		/* who has not joined yet, for the waiting agents' logs */
+		evbuffer_add_printf(b, "{\"detail\":\"incomplete\","
+				       "\"missing\":[");
+		bool first = true;
+		for (unsigned i = 0; i < s->n_fpeers; i++) {
+			if (s->fpeers[i].name)
+				continue;
+			evbuffer_add_printf(b, "%s%u", first ? "" : ",", i);
+			first = false;
+		}
+		evbuffer_add_printf(b, "]}");
 	}
 	pthread_mutex_unlock(&s->mu);
-	if (complete)
-		hp_srv_reply(s, req, 200, "application/json",
+	if (complete || evbuffer_get_length(b))
+		hp_srv_reply(s, req, complete ? 200 : 503, "application/json",
 			     (const char *)evbuffer_pullup(b, -1),
 			     evbuffer_get_length(b));
 	else

@@ -606,7 +606,7 @@ static void test_fabric_peers(void **st)
 	       "\"size\":2}",
 	       200, "{}");
 	expect(port, "GET", "/fabric/peers", NULL, 503,
-	       "{\"detail\":\"incomplete\"}");
+	       "{\"detail\":\"incomplete\",\"missing\":[0]}");
 	/* bad records: type errors, a non-hex name, an odd length, a bad
 	 * address, ranks and sizes out of range */
 	expect(port, "POST", "/fabric/join", "{\"rank\":0}", 422, NULL);

@@ -172,13 +172,16 @@ def main():
     os.write(1, ("ipr-worker ready pid %d local %d\n" % (PID, LOCAL)).encode())
     client = AgentClient().connect()
     client.on_fault(lambda rc: emit("notified", restart_count=rc))
-    if NCCL and os.environ.get("RANK") == "0":
+    if NCCL:
         wait = client.wait_at_barrier
 
         def wait_with_id(timeout=None):
-            uid = os.urandom(128).hex()
-            client.send_data(json.dumps({"NCCL_UNIQUE_ID": uid}))
-            emit("nccl_sent", rank=0, id=uid)
+            # RANK as of the last release: an operator's /start may move
+            # this process to another rank
+            if os.environ.get("RANK") == "0":
+                uid = os.urandom(128).hex()
+                client.send_data(json.dumps({"NCCL_UNIQUE_ID": uid}))
+                emit("nccl_sent", rank=0, id=uid)
             return wait(timeout)
         client.wait_at_barrier = wait_with_id
     if GATE and FIRST_GEN:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 
 import harness
+import hp_operator as op
 from ipr_common import PROBE, probe_env, ready_pids, records, wait_records
 
 T = 120.0  # generous: the test machine is small and shared
@@ -45,8 +46,21 @@ def have_tcp_provider():
     return r.returncode == 0 and b"provider:" in r.stdout
 
 
-class CrossNodeIPR(harness.ProcessTest):
+class Nodes(harness.ProcessTest):
     survivor_timeout = 10.0
+
+    def stop_agent(self, r):
+        """After a failed assertion: stop the agent (and its workers)."""
+        if r.running():
+            r.signal(signal.SIGCONT)
+            r.signal(signal.SIGTERM)
+            try:
+                r.wait(30)
+            except AssertionError:
+                pass
+
+
+class CrossNodeIPR(Nodes):
 
     def start_nodes(self, timeout=20, max_restarts=0, nodes=(0, 1), nnodes=2,
                     **env):
@@ -71,16 +85,6 @@ class CrossNodeIPR(harness.ProcessTest):
             self.addCleanup(self.stop_agent, r)
             runs.append(r)
         return runs
-
-    def stop_agent(self, r):
-        """After a failed assertion: stop the agent (and its workers)."""
-        if r.running():
-            r.signal(signal.SIGCONT)
-            r.signal(signal.SIGTERM)
-            try:
-                r.wait(30)
-            except AssertionError:
-                pass
 
     def runs_by_rank(self, nodes, run):
         out = {}
@@ -243,6 +247,107 @@ class CrossNodeIPR(harness.ProcessTest):
         self.assertExit(n0, 1, timeout=T)
         self.assertLess(n0.elapsed, timeout - 10,
                         "waited for the deadline instead of the departure")
+
+
+class OperatorCrossNode(Nodes):
+    """Operator mode: the fabric takes part only after a /start (rank and
+    addresses come with it); rank 0's table is found through
+    HYPERPODRUN_FABRIC_ROOT, as every agent here has its own port."""
+
+    def boot(self, timeout):
+        port0 = harness.free_port()
+        nodes = []
+        for g in (0, 1):
+            args = ["--rdzv-backend=hyperpod", "--nnodes=2",
+                    "--nproc-per-node", "2",
+                    "--server-port", str(port0) if g == 0 else "0",
+                    "--inprocess-restart", "--inprocess-timeout", str(timeout),
+                    PROBE]
+            env = probe_env(self.tmp, FI_PROVIDER="tcp", IPR_NCCL="1",
+                            IPR_DONE_AT="-1",
+                            HYPERPODRUN_FABRIC_ROOT="127.0.0.1:%d" % port0,
+                            HYPERPOD_RESOURCE_CONFIG_DIR=os.path.join(
+                                self.tmp, "rc%d" % g))
+            r = self.agent(args, env=env, label="agent%d" % g)
+            self.addCleanup(self.stop_agent, r)
+            nodes.append(r)
+        ports = [int(r.wait_line(r"operator API listening on "
+                                 r"http://127\.0\.0\.1:(\d+)$", T).group(1))
+                 for r in nodes]
+        self.assertEqual(ports[0], port0)
+        return nodes, ports
+
+    def start_all(self, ports, fault_count):
+        for g, port in enumerate(ports):
+            op.start(port, g, 2, fault_count, "127.0.0.1", 29611)
+
+    def test_operator_stop_meets_on_the_fabric_and_shares_the_id(self):
+        (a0, a1), ports = self.boot(timeout=20)
+        for p in ports:
+            op.wait_state(p, "ready", T)
+        self.start_all(ports, 0)
+        for n in (a0, a1):
+            wait_records(n, "run", 2, T, restart=0)
+        pids = {rec["rank"]: rec["pid"]
+                for n in (a0, a1) for rec in records(n, "run", restart=0)}
+        self.assertEqual(sorted(pids), [0, 1, 2, 3])
+        # the operator stops both: the nodes meet at the fabric barrier
+        for p in ports:
+            op.stop(p)
+        for p in ports:
+            op.wait_state(p, "ready", T)
+        self.start_all(ports, 1)
+        second = {rec["rank"]: rec for n in (a0, a1)
+                  for rec in wait_records(n, "run", 2, T, restart=1)}
+        sent = records(a0, "nccl_sent")
+        for rank, rec in second.items():
+            self.assertEqual(rec["pid"], pids[rank])
+            self.assertEqual(rec["env"].get("NCCL_UNIQUE_ID"), sent[-1]["id"],
+                             "rank %d" % rank)
+        for n in (a0, a1):
+            n.wait_line(r"INFO xnode \d+: every node is at the barrier", 0)
+            self.assertFalse(n.matches("process-level restart"))
+
+    def test_operator_stop_of_one_node_times_out_into_a_plr(self):
+        timeout = 4
+        (a0, a1), ports = self.boot(timeout=timeout)
+        for p in ports:
+            op.wait_state(p, "ready", T)
+        self.start_all(ports, 0)
+        for n in (a0, a1):
+            wait_records(n, "run", 2, T, restart=0)
+        # the fabric is set up at the first barrier both nodes reach
+        for p in ports:
+            op.stop(p)
+        for p in ports:
+            op.wait_state(p, "ready", T)
+        self.start_all(ports, 1)
+        for n in (a0, a1):
+            wait_records(n, "run", 2, T, restart=1)
+        old = set(ready_pids(a0))
+        op.stop(ports[0])  # node 1 is never stopped: it never comes
+        a0.wait_line(r"process-level restart: cross-node barrier failed: "
+                     r"barrier epoch \d+ timed out after %d ms waiting for "
+                     r"ranks 1\b" % (timeout * 1000), T)
+        st = op.wait_state(ports[0], "ready", T)
+        self.assertEqual(st["restartMode"], "process_level_restart", st)
+        new = set(ready_pids(a0)) - old
+        self.assertEqual(len(new), 2, "two new processes on node 0")
+        self.assertEqual(op.status(ports[1])["status"], "running")
+
+    def test_operator_peer_that_never_joins_is_named(self):
+        (a0, a1), ports = self.boot(timeout=4)
+        for p in ports:
+            op.wait_state(p, "ready", T)
+        self.start_all(ports, 0)
+        for n in (a0, a1):
+            wait_records(n, "run", 2, T, restart=0)
+        op.stop(ports[0])
+        a0.wait_line(r"process-level restart: the peer table on "
+                     r"127\.0\.0\.1:%d was not complete within 4000 ms "
+                     r"\(ranks 1 did not join\)" % ports[0], T)
+        st = op.wait_state(ports[0], "ready", T)
+        self.assertEqual(st["restartMode"], "process_level_restart", st)
 
 
 if __name__ == "__main__":
