@@ -35,9 +35,10 @@
 /* Without --inprocess-timeout, a collective or the set-up gives up after
  * this long. */
 #define DEFAULT_DEADLINE_MS 60000
-/* One HTTP exchange with a peer's server. */
+/* One HTTP exchange with rank 0's server. */
 #define HTTP_TIMEOUT_MS 2000
-/* Telling peers about a fault is best effort and must not hold the loop. */
+/* Telling peers about a restart is best effort and must not hold the
+ * loop: one deadline for all of them. */
 #define FAULT_POST_TIMEOUT_MS 1000
 #define HTTP_REPLY_MAX (1 << 20)
 #define NCCL_HEX_LEN 256
@@ -838,33 +839,151 @@ int xnode_round(struct hp_agent *a, bool init, char *why, size_t cap)
 	return 0;
 }
 
+/* One POST of many sent side by side (tell_all). */
+struct post {
+	int fd;
+	char *req;
+	size_t len, off;
+	char buf[256]; /* the status line is all we read */
+	size_t got;
+	int rc; /* 1 while in flight */
+	int status;
+};
+
+static void post_step(struct post *p, short revents)
+{
+	if (p->off < p->len) {
+		int err = 0;
+		socklen_t elen = sizeof(err);
+		if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+			err = errno;
+		if (err) {
+			p->rc = -err;
+			return;
+		}
+		ssize_t n = send(p->fd, p->req + p->off, p->len - p->off,
+				 MSG_NOSIGNAL);
+		if (n > 0)
+			p->off += (size_t)n;
+		else if (n < 0 && errno != EAGAIN && errno != EINTR)
+			p->rc = -errno;
+		return;
+	}
+	if (!(revents & (POLLIN | POLLHUP | POLLERR)))
+		return;
+	ssize_t n = recv(p->fd, p->buf + p->got, sizeof(p->buf) - 1 - p->got,
+			 0);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n < 0) {
+		p->rc = -errno;
+		return;
+	}
+	p->got += (size_t)n;
+	p->buf[p->got] = '\0';
+	if (n == 0 || p->got == sizeof(p->buf) - 1 || strstr(p->buf, "\r\n")) {
+		p->rc = sscanf(p->buf, "HTTP/1.%*d %d", &p->status) == 1
+				? 0
+				: -EPROTO;
+	}
+}
+
+/* POSTs body to path on every peer but us at once, all within one
+ * timeout: a peer that is slow to answer (its loop busy in a collective)
+ * costs the loop FAULT_POST_TIMEOUT_MS once, not once per peer. */
+static void tell_all(struct hp_xnode *x, const char *path, const char *body,
+		     const char *what)
+{
+	long long until = now_ms() + FAULT_POST_TIMEOUT_MS;
+	struct post *ps = xcalloc(x->size, sizeof(*ps));
+	struct pollfd *pfd = xcalloc(x->size, sizeof(*pfd));
+	for (unsigned r = 0; r < x->size; r++) {
+		struct post *p = &ps[r];
+		p->fd = -1;
+		p->rc = r == x->rank ? 0 : 1;
+		if (r == x->rank)
+			continue;
+		char host[256], port[16];
+		struct addrinfo hints = {.ai_family = AF_UNSPEC,
+					 .ai_socktype = SOCK_STREAM,
+					 .ai_flags = AI_NUMERICSERV};
+		struct addrinfo *res = NULL;
+		if (split_hostport(x->peer_http[r], host, sizeof(host), port,
+				   sizeof(port)) ||
+		    getaddrinfo(host, port, &hints, &res) != 0 || !res) {
+			p->rc = -EHOSTUNREACH;
+			continue;
+		}
+		p->fd = socket(res->ai_family,
+			       res->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+			       res->ai_protocol);
+		if (p->fd < 0 || (connect(p->fd, res->ai_addr,
+					  res->ai_addrlen) < 0 &&
+				  errno != EINPROGRESS))
+			p->rc = -errno;
+		freeaddrinfo(res);
+		p->req = xasprintf("POST %s HTTP/1.1\r\nHost: %s\r\n"
+				   "Connection: close\r\n"
+				   "Content-Type: application/json\r\n"
+				   "Content-Length: %zu\r\n\r\n%s",
+				   path, x->peer_http[r], strlen(body), body);
+		p->len = strlen(p->req);
+	}
+	for (;;) {
+		nfds_t n = 0;
+		for (unsigned r = 0; r < x->size; r++) {
+			if (ps[r].rc != 1)
+				continue;
+			pfd[n].fd = ps[r].fd;
+			pfd[n].events = ps[r].off < ps[r].len ? POLLOUT : POLLIN;
+			pfd[n].revents = 0;
+			n++;
+		}
+		long long left = until - now_ms();
+		if (n == 0 || left <= 0)
+			break;
+		if (poll(pfd, n, (int)left) < 0 && errno != EINTR)
+			break;
+		nfds_t k = 0;
+		for (unsigned r = 0; r < x->size; r++)
+			if (ps[r].rc == 1 && pfd[k++].revents)
+				post_step(&ps[r], pfd[k - 1].revents);
+	}
+	for (unsigned r = 0; r < x->size; r++) {
+		struct post *p = &ps[r];
+		if (r == x->rank)
+			continue;
+		if (p->rc == 1)
+			p->rc = -ETIMEDOUT;
+		if (p->rc == 0 && p->status == 200)
+			hp_info(COMP, "told rank %u (%s) to restart (%s)", r,
+				x->peer_http[r], what);
+		else if (p->rc == 0)
+			hp_warn(COMP, "could not tell rank %u (%s) to restart "
+				"(%s): HTTP %d", r, x->peer_http[r], what,
+				p->status);
+		else
+			hp_warn(COMP, "could not tell rank %u (%s) to restart "
+				"(%s): %s", r, x->peer_http[r], what,
+				strerror(-p->rc));
+		if (p->fd >= 0)
+			close(p->fd);
+		free(p->req);
+	}
+	free(pfd);
+	free(ps);
+}
+
 void xnode_tell_peers(struct hp_agent *a, bool plr)
 {
 	struct hp_xnode *x = a->xnode;
 	if (a->cfg->mode != HP_MODE_LOCAL || !xnode_active(a) ||
 	    !x->peer_http)
 		return;
-	const char *body = plr ? "{\"restart_mode\":\"plr\"}"
-			       : "{\"restart_mode\":\"ipr\"}";
-	const char *what = plr ? "process-level" : "in-process";
-	for (unsigned r = 0; r < x->size; r++) {
-		if (r == x->rank)
-			continue;
-		int status = 0;
-		int rc = http_request(x->peer_http[r], "POST", "/stop", body,
-				      FAULT_POST_TIMEOUT_MS, &status, NULL);
-		if (rc == 0 && status == 200)
-			hp_info(COMP, "told rank %u (%s) to restart (%s)", r,
-				x->peer_http[r], what);
-		else if (rc == 0)
-			hp_warn(COMP, "could not tell rank %u (%s) to restart "
-				"(%s): HTTP %d", r, x->peer_http[r], what,
-				status);
-		else
-			hp_warn(COMP, "could not tell rank %u (%s) to restart "
-				"(%s): %s", r, x->peer_http[r], what,
-				strerror(-rc));
-	}
+	tell_all(x, "/stop",
+		 plr ? "{\"restart_mode\":\"plr\"}"
+		     : "{\"restart_mode\":\"ipr\"}",
+		 plr ? "process-level" : "in-process");
 }
 
 void xnode_teardown(struct hp_agent *a)
