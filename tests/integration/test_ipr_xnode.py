@@ -94,6 +94,7 @@ class CrossNodeIPR(Nodes):
         return out
 
     def wait_runs(self, nodes, run, count=2):
+        """Every node's `count` records of run index `run`, by rank."""
         for n in nodes:
             wait_records(n, "run", count, T, run=run)
         return self.runs_by_rank(nodes, run)
@@ -180,6 +181,26 @@ class CrossNodeIPR(Nodes):
         n1.signal(signal.SIGTERM)
         n1.signal(signal.SIGCONT)
         self.assertExit(n1, (1, 143), timeout=T)
+
+    def test_three_nodes_restart_together(self):
+        nodes = self.start_nodes(nodes=(0, 1, 2), nnodes=3, IPR_FAIL_RANK=4)
+        first = self.wait_runs(nodes, 0)
+        self.assertEqual(sorted(first), list(range(6)))
+        second = self.wait_runs(nodes, 1)
+        for n in nodes:
+            self.assertExit(n, 0, timeout=T)
+        sent = records(nodes[0], "nccl_sent")
+        self.assertEqual(len(sent), 2)
+        for rank, rec in second.items():
+            self.assertEqual(rec["pid"], first[rank]["pid"])
+            self.assertEqual(rec["env"]["JOB_RESTART_COUNT"], "1")
+            self.assertEqual(rec["env"]["WORLD_SIZE"], "6")
+            self.assertEqual(rec["env"].get("NCCL_UNIQUE_ID"), sent[1]["id"])
+        self.assertEqual(len(nodes[2].matches(r"told rank \d \(127\.0\.0\.1:"
+                                              r"\d+\) to restart \(in-process\)")),
+                         2)
+        for n in nodes:
+            self.assertFalse(n.matches("process-level restart"), n.tail())
 
     # ------------------------------------------------------------------
     def test_peer_that_never_joins_gives_a_process_level_restart(self):
