@@ -517,23 +517,7 @@ static bool open_endpoint(struct hp_xnode *x)
 		.spin_us = 50,
 	};
 	int err = 0;
-	/* fabric.c loads libfabric on first use, and some providers' library
-	 * constructors install signal handlers of their own (SIGTERM ending
-	 * the process with 1): the agent's dispositions (libuv's) must stay */
-	struct sigaction saved[NSIG];
-	for (int sig = 1; sig < NSIG; sig++)
-		sigaction(sig, NULL, &saved[sig]);
-	x->f = hp_fabric_new(&o, &err);
-	for (int sig = 1; sig < NSIG; sig++) {
-		struct sigaction now;
-		if (sig == SIGKILL || sig == SIGSTOP ||
-		    sigaction(sig, NULL, &now) < 0 ||
-		    now.sa_handler == saved[sig].sa_handler)
-			continue;
-		hp_debug(COMP, "libfabric changed the handler of %s: restored",
-			 hp_signal_name(sig));
-		sigaction(sig, &saved[sig], NULL);
-	}
+	x->f = hp_fabric_new(&o, &err); /* keeps our signal handlers */
 	if (!x->f) {
 		char what[160];
 		snprintf(what, sizeof(what), "no usable libfabric provider%s%s "

@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1316,7 +1317,8 @@ static int open_cq(struct hp_fabric *f, bool want_fd)
 	return 0;
 }
 
-struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *o, int *err)
+static struct hp_fabric *fabric_open(const struct hp_fabric_options *o,
+				     int *err)
 {
 	struct hp_fabric *f = xcalloc(1, sizeof(*f));
 	struct fi_info *hints = NULL;
@@ -1446,6 +1448,30 @@ out:
 	return f;
 }
 
+/* Loading libfabric runs its providers' constructors, and libfabric's
+ * initialisation installs handlers for SIGTERM, SIGINT, SIGSEGV, SIGBUS,
+ * SIGILL and SIGABRT (SIGTERM then exits 1). The caller's dispositions
+ * (the agent's libuv handlers) must survive: save them all, put back any
+ * that changed. */
+struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *o, int *err)
+{
+	struct sigaction saved[NSIG];
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, NULL, &saved[sig]);
+	struct hp_fabric *f = fabric_open(o, err);
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction now;
+		if (sig == SIGKILL || sig == SIGSTOP ||
+		    sigaction(sig, NULL, &now) < 0 ||
+		    now.sa_handler == saved[sig].sa_handler)
+			continue;
+		hp_debug(COMP, "libfabric changed the handler of %s: restored",
+			 hp_signal_name(sig));
+		sigaction(sig, &saved[sig], NULL);
+	}
+	return f;
+}
+
 void hp_fabric_free(struct hp_fabric *f)
 {
 	if (!f)
@@ -1571,6 +1597,19 @@ int hp_fabric_leave(struct hp_fabric *f, int deadline_ms)
 		return 0;
 	}
 	uint64_t until = now_ns() + (uint64_t)HP_MAX(deadline_ms, 0) * 1000000u;
+	/* If our last collective failed because another rank told us, a peer
+	 * still waiting on us may hear our BYE before that rank's ABORT (two
+	 * senders, no order between them) and report "rank N left" instead of
+	 * the real error. Our own ABORT first keeps the order: it reaches each
+	 * peer before our BYE (send-after-send ordering). */
+	if (f->has_failed && f->c.fail_rc && f->c.epoch == f->failed_epoch) {
+		struct wire_hdr a = {.op = HP_FABRIC_OP_ABORT,
+				     .epoch = f->c.epoch,
+				     .seq = f->c.seq,
+				     .arg = (uint32_t)-f->c.fail_rc,
+				     .len = (uint32_t)strlen(f->c.fail_text)};
+		send_all(f, &a, f->c.fail_text);
+	}
 	struct wire_hdr h = {.op = HP_FABRIC_OP_BYE, .epoch = f->epoch};
 	send_all(f, &h, NULL);
 	f->left = true;
