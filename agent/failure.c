@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sbuf.h"
 #include "xalloc.h"
 
 static char *read_file(const char *path)
@@ -104,33 +105,6 @@ size_t hp_failure_root(const struct hp_failure *fs, size_t n)
 	return best;
 }
 
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		b->cap = (b->len + n + 1) * 2;
-		b->p = xrealloc(b->p, b->cap);
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-	sb_add(b, s, strlen(s));
-}
-
-static void sb_rep(struct sbuf *b, char c, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		sb_add(b, &c, 1);
-}
-
 const char *hp_failure_text(const struct hp_failure *f, char *buf, size_t len)
 {
 	if (f->message)
@@ -147,7 +121,7 @@ const char *hp_failure_text(const struct hp_failure *f, char *buf, size_t len)
 }
 
 /* One "[idx]:" block; returns its widest line. */
-static size_t format_one(struct sbuf *b, size_t idx, const struct hp_failure *f,
+static size_t format_one(struct hp_sbuf *b, size_t idx, const struct hp_failure *f,
 			 const char *hostname)
 {
 	char when[64] = "<N/A>";
@@ -159,15 +133,15 @@ static size_t format_one(struct sbuf *b, size_t idx, const struct hp_failure *f,
 	char made_up[128];
 	const char *msg = hp_failure_text(f, made_up, sizeof(made_up));
 	/* indent a multi-line traceback as torch does */
-	struct sbuf m = {0};
+	struct hp_sbuf m = {0};
 	for (const char *p = msg; *p; p++) {
 		if (*p == '\n')
-			sb_str(&m, "\n  ");
+			hp_sbuf_puts(&m, "\n  ");
 		else
-			sb_add(&m, p, 1);
+			hp_sbuf_add(&m, p, 1);
 	}
 	if (!m.p)
-		sb_str(&m, "");
+		hp_sbuf_puts(&m, "");
 
 	char *blk = xasprintf("[%zu]:\n"
 			      "  time      : %s\n"
@@ -190,7 +164,7 @@ static size_t format_one(struct sbuf *b, size_t idx, const struct hp_failure *f,
 		}
 	}
 	width = HP_MAX(width, cur);
-	sb_str(b, blk);
+	hp_sbuf_puts(b, blk);
 	free(blk);
 	return width;
 }
@@ -200,7 +174,7 @@ char *hp_failure_summary(const char *name, const struct hp_failure *fs,
 {
 	char *title = xasprintf("%s FAILED", name);
 	size_t root = hp_failure_root(fs, n);
-	struct sbuf rootb = {0}, others = {0};
+	struct hp_sbuf rootb = {0}, others = {0};
 	size_t width = strlen(title);
 	size_t n_others = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -209,32 +183,32 @@ char *hp_failure_summary(const char *name, const struct hp_failure *fs,
 			w = format_one(&rootb, i, &fs[i], hostname);
 		} else {
 			if (n_others++)
-				sb_str(&others, "\n");
+				hp_sbuf_puts(&others, "\n");
 			w = format_one(&others, i, &fs[i], hostname);
 		}
 		width = HP_MAX(width, w);
 	}
 	width = HP_MIN(width, 60);
 	if (!n_others)
-		sb_str(&others, "  <NO_OTHER_FAILURES>");
+		hp_sbuf_puts(&others, "  <NO_OTHER_FAILURES>");
 	if (!rootb.p)
-		sb_str(&rootb, "");
+		hp_sbuf_puts(&rootb, "");
 
-	struct sbuf out = {0};
-	sb_str(&out, "\n");
-	sb_rep(&out, '=', width);
-	sb_str(&out, "\n");
-	sb_str(&out, title);
-	sb_str(&out, "\n");
-	sb_rep(&out, '-', width);
-	sb_str(&out, "\nFailures:\n");
-	sb_str(&out, others.p);
-	sb_str(&out, "\n");
-	sb_rep(&out, '-', width);
-	sb_str(&out, "\nRoot Cause (first observed failure):\n");
-	sb_str(&out, rootb.p);
-	sb_str(&out, "\n");
-	sb_rep(&out, '=', width);
+	struct hp_sbuf out = {0};
+	hp_sbuf_puts(&out, "\n");
+	hp_sbuf_repeat(&out, '=', width);
+	hp_sbuf_puts(&out, "\n");
+	hp_sbuf_puts(&out, title);
+	hp_sbuf_puts(&out, "\n");
+	hp_sbuf_repeat(&out, '-', width);
+	hp_sbuf_puts(&out, "\nFailures:\n");
+	hp_sbuf_puts(&out, others.p);
+	hp_sbuf_puts(&out, "\n");
+	hp_sbuf_repeat(&out, '-', width);
+	hp_sbuf_puts(&out, "\nRoot Cause (first observed failure):\n");
+	hp_sbuf_puts(&out, rootb.p);
+	hp_sbuf_puts(&out, "\n");
+	hp_sbuf_repeat(&out, '=', width);
 	free(title);
 	free(rootb.p);
 	free(others.p);

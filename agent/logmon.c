@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "sbuf.h"
 #include "xalloc.h"
 
 enum op { OP_NONE = 0, OP_GT, OP_LT, OP_EQ, OP_GTEQ, OP_LTEQ };
@@ -467,53 +468,32 @@ static enum hp_logmon_state evaluate(struct hp_logmon *m, struct rule *r,
 	return r->state = HP_LOGMON_HEALTHY;
 }
 
-struct strbuf {
-	char *s;
-	size_t len, cap;
-};
-
-static void sb_add(struct strbuf *b, const char *p, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		b->cap = (b->len + n + 1) * 2;
-		b->s = xrealloc(b->s, b->cap);
-	}
-	memcpy(b->s + b->len, p, n);
-	b->len += n;
-	b->s[b->len] = '\0';
-}
-
-static void sb_str(struct strbuf *b, const char *s)
-{
-	sb_add(b, s, strlen(s));
-}
-
 /* Python's repr() of a str: single quotes unless the text has a single
  * quote and no double quote; \\, \n, \r, \t and \xNN for other controls. */
-static void sb_repr(struct strbuf *b, const char *s)
+static void sb_repr(struct hp_sbuf *b, const char *s)
 {
 	char q = strchr(s, '\'') && !strchr(s, '"') ? '"' : '\'';
-	sb_add(b, &q, 1);
+	hp_sbuf_add(b, &q, 1);
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
 		char esc[8];
 		if (*p == '\\' || *p == (unsigned char)q) {
 			esc[0] = '\\';
 			esc[1] = (char)*p;
-			sb_add(b, esc, 2);
+			hp_sbuf_add(b, esc, 2);
 		} else if (*p == '\n') {
-			sb_str(b, "\\n");
+			hp_sbuf_puts(b, "\\n");
 		} else if (*p == '\r') {
-			sb_str(b, "\\r");
+			hp_sbuf_puts(b, "\\r");
 		} else if (*p == '\t') {
-			sb_str(b, "\\t");
+			hp_sbuf_puts(b, "\\t");
 		} else if (*p < 0x20 || *p == 0x7f) {
 			snprintf(esc, sizeof(esc), "\\x%02x", *p);
-			sb_str(b, esc);
+			hp_sbuf_puts(b, esc);
 		} else {
-			sb_add(b, (const char *)p, 1);
+			hp_sbuf_add(b, (const char *)p, 1);
 		}
 	}
-	sb_add(b, &q, 1);
+	hp_sbuf_add(b, &q, 1);
 }
 
 static void deliver(struct hp_logmon *m)
@@ -556,32 +536,32 @@ static void trip(struct hp_logmon *m, enum hp_logmon_state st)
 			"the following log monitoring rules and corresponding "
 			"log lines: ",
 	};
-	struct strbuf msg = {0};
+	struct hp_sbuf msg = {0};
 	const char *first = NULL;
-	sb_str(&msg, text[st]);
-	sb_str(&msg, "{");
+	hp_sbuf_puts(&msg, text[st]);
+	hp_sbuf_puts(&msg, "{");
 	for (size_t i = 0; i < m->n; i++) {
 		const struct rule *r = &m->rules[i];
 		if (r->state != st)
 			continue;
 		if (first)
-			sb_str(&msg, ", ");
+			hp_sbuf_puts(&msg, ", ");
 		else
 			first = r->name;
 		sb_repr(&msg, r->name);
-		sb_str(&msg, ": ");
+		hp_sbuf_puts(&msg, ": ");
 		if (r->match_line)
 			sb_repr(&msg, r->match_line);
 		else
-			sb_str(&msg, "None");
+			hp_sbuf_puts(&msg, "None");
 	}
-	sb_str(&msg, "}");
+	hp_sbuf_puts(&msg, "}");
 	hp_logmon_disarm(m);
 	m->pending = true;
 	m->p_state = st;
 	m->p_rule = xstrdup(first);
 	m->p_reason = xasprintf("%s%s", prefix[st], first);
-	m->p_message = msg.s;
+	m->p_message = hp_sbuf_finish(&msg);
 	hp_debug("logmon", "%s: %s", m->p_reason, m->p_message);
 	if (m->loop)
 		uv_timer_start(&m->timer, timer_cb, 0, 0);

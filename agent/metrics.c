@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "hp.h"
+#include "sbuf.h"
 #include "xalloc.h"
 
 static const double buckets[] = {HP_METRICS_BUCKETS};
@@ -215,58 +216,34 @@ void hp_metrics_log_trip(struct hp_metrics *m, const char *rule,
 
 /* ---- rendering ------------------------------------------------------ */
 
-struct out {
-	char *s;
-	size_t len, cap;
-};
-
-static void HP_PRINTF(2, 3) outf(struct out *o, const char *fmt, ...)
-{
-	for (;;) {
-		va_list ap;
-		va_start(ap, fmt);
-		size_t room = o->cap - o->len;
-		int n = vsnprintf(o->s + o->len, room, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-			return;
-		if ((size_t)n < room) {
-			o->len += (size_t)n;
-			return;
-		}
-		o->cap = (o->cap + (size_t)n + 1) * 2;
-		o->s = xrealloc(o->s, o->cap);
-	}
-}
-
 /* A label value: backslash, double quote and newline escaped. */
-static void out_label(struct out *o, const char *v)
+static void out_label(struct hp_sbuf *o, const char *v)
 {
 	for (; *v; v++) {
 		if (*v == '\\')
-			outf(o, "\\\\");
+			hp_sbuf_printf(o, "\\\\");
 		else if (*v == '"')
-			outf(o, "\\\"");
+			hp_sbuf_printf(o, "\\\"");
 		else if (*v == '\n')
-			outf(o, "\\n");
+			hp_sbuf_printf(o, "\\n");
 		else
-			outf(o, "%c", *v);
+			hp_sbuf_printf(o, "%c", *v);
 	}
 }
 
-static void family(struct out *o, const char *name, const char *type,
+static void family(struct hp_sbuf *o, const char *name, const char *type,
 		   const char *help)
 {
-	outf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	hp_sbuf_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* Shortest text that reads back as the same double ("0.1", "2.5",
  * "10"), as Prometheus clients print bucket bounds. */
-static void out_double(struct out *o, double v)
+static void out_double(struct hp_sbuf *o, double v)
 {
 	char buf[64];
 	if (v == (double)(long long)v && v > -1e15 && v < 1e15) {
-		outf(o, "%lld", (long long)v);
+		hp_sbuf_printf(o, "%lld", (long long)v);
 		return;
 	}
 	for (int prec = 1; prec <= 17; prec++) {
@@ -274,53 +251,52 @@ static void out_double(struct out *o, double v)
 		if (strtod(buf, NULL) == v)
 			break;
 	}
-	outf(o, "%s", buf);
+	hp_sbuf_printf(o, "%s", buf);
 }
 
 /* labels: "" or e.g. "op=\"barrier\"" (already escaped). */
-static void out_histo(struct out *o, const char *name, const char *labels,
+static void out_histo(struct hp_sbuf *o, const char *name, const char *labels,
 		      const struct histo *h)
 {
 	const char *sep = *labels ? "," : "";
 	uint64_t cum = 0;
 	for (size_t b = 0; b < NBUCKETS; b++) {
 		cum += h->count[b];
-		outf(o, "%s_bucket{%s%sle=\"", name, labels, sep);
+		hp_sbuf_printf(o, "%s_bucket{%s%sle=\"", name, labels, sep);
 		out_double(o, buckets[b]);
-		outf(o, "\"} %llu\n", (unsigned long long)cum);
+		hp_sbuf_printf(o, "\"} %llu\n", (unsigned long long)cum);
 	}
-	outf(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+	hp_sbuf_printf(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
 	     (unsigned long long)h->total);
 	if (*labels)
-		outf(o, "%s_sum{%s} ", name, labels);
+		hp_sbuf_printf(o, "%s_sum{%s} ", name, labels);
 	else
-		outf(o, "%s_sum ", name);
+		hp_sbuf_printf(o, "%s_sum ", name);
 	out_double(o, h->sum);
 	if (*labels)
-		outf(o, "\n%s_count{%s} %llu\n", name, labels,
+		hp_sbuf_printf(o, "\n%s_count{%s} %llu\n", name, labels,
 		     (unsigned long long)h->total);
 	else
-		outf(o, "\n%s_count %llu\n", name,
+		hp_sbuf_printf(o, "\n%s_count %llu\n", name,
 		     (unsigned long long)h->total);
 }
 
 char *hp_metrics_render(struct hp_metrics *m)
 {
-	struct out o = {.s = xmalloc(4096), .cap = 4096};
-	o.s[0] = '\0';
+	struct hp_sbuf o = {0};
 	pthread_mutex_lock(&m->mu);
 
 	family(&o, "hyperpodrun_build_info", "gauge",
 	       "Always 1; the version label names the agent version.");
-	outf(&o, "hyperpodrun_build_info{version=\"");
+	hp_sbuf_printf(&o, "hyperpodrun_build_info{version=\"");
 	out_label(&o, m->version);
-	outf(&o, "\"} 1\n");
+	hp_sbuf_printf(&o, "\"} 1\n");
 
 	family(&o, "hyperpodrun_agent_state", "gauge",
 	       "1 for the agent's current state (PROTOCOL.md states), 0 for "
 	       "the others.");
 	for (int s = 0; s < HP_STATE_COUNT; s++)
-		outf(&o, "hyperpodrun_agent_state{state=\"%s\"} %d\n",
+		hp_sbuf_printf(&o, "hyperpodrun_agent_state{state=\"%s\"} %d\n",
 		     hp_state_lower((enum hp_state)s), (int)m->state == s);
 
 	family(&o, "hyperpodrun_restarts_total", "counter",
@@ -328,7 +304,7 @@ char *hp_metrics_render(struct hp_metrics *m)
 	       "in_process (back to the barrier, same processes).");
 	static const char *const modes[] = {"process", "in_process"};
 	for (int i = 0; i < HP_METRICS_RESTART_COUNT; i++)
-		outf(&o, "hyperpodrun_restarts_total{mode=\"%s\"} %llu\n",
+		hp_sbuf_printf(&o, "hyperpodrun_restarts_total{mode=\"%s\"} %llu\n",
 		     modes[i], (unsigned long long)m->restarts[i]);
 
 	family(&o, "hyperpodrun_worker_exits_total", "counter",
@@ -337,17 +313,17 @@ char *hp_metrics_render(struct hp_metrics *m)
 	for (size_t i = 0; i < m->n_exits; i++) {
 		const struct exit_kind *e = &m->exits[i];
 		if (!e->signaled)
-			outf(&o, "hyperpodrun_worker_exits_total{code=\"%d\","
+			hp_sbuf_printf(&o, "hyperpodrun_worker_exits_total{code=\"%d\","
 				 "signal=\"\"} %llu\n",
 			     e->value, (unsigned long long)e->n);
 		else
-			outf(&o, "hyperpodrun_worker_exits_total{code=\"\","
+			hp_sbuf_printf(&o, "hyperpodrun_worker_exits_total{code=\"\","
 				 "signal=\"%s\"} %llu\n",
 			     hp_signal_name(e->value),
 			     (unsigned long long)e->n);
 	}
 	if (m->exits_other)
-		outf(&o, "hyperpodrun_worker_exits_total{code=\"other\","
+		hp_sbuf_printf(&o, "hyperpodrun_worker_exits_total{code=\"other\","
 			 "signal=\"\"} %llu\n",
 		     (unsigned long long)m->exits_other);
 
@@ -366,25 +342,24 @@ char *hp_metrics_render(struct hp_metrics *m)
 	       "Duration of one libfabric control-plane collective, by "
 	       "operation.");
 	for (size_t i = 0; i < m->n_ops; i++) {
-		struct out l = {.s = xmalloc(64), .cap = 64};
-		l.s[0] = '\0';
-		outf(&l, "op=\"");
+		struct hp_sbuf l = {0};
+		hp_sbuf_printf(&l, "op=\"");
 		out_label(&l, m->ops[i].label);
-		outf(&l, "\"");
-		out_histo(&o, "hyperpodrun_fabric_collective_seconds", l.s,
+		hp_sbuf_printf(&l, "\"");
+		out_histo(&o, "hyperpodrun_fabric_collective_seconds", hp_sbuf_finish(&l),
 			  &m->ops[i].h);
-		free(l.s);
+		free(l.p);
 	}
 
 	family(&o, "hyperpodrun_log_rule_trips_total", "counter",
 	       "Log monitoring rules that moved the agent to FAULTED, by "
 	       "rule and log state.");
 	for (size_t i = 0; i < m->n_trips; i++) {
-		outf(&o, "hyperpodrun_log_rule_trips_total{rule=\"");
+		hp_sbuf_printf(&o, "hyperpodrun_log_rule_trips_total{rule=\"");
 		out_label(&o, m->trips[i].rule);
-		outf(&o, "\",state=\"%s\"} %llu\n", m->trips[i].state,
+		hp_sbuf_printf(&o, "\",state=\"%s\"} %llu\n", m->trips[i].state,
 		     (unsigned long long)m->trips[i].n);
 	}
 	pthread_mutex_unlock(&m->mu);
-	return o.s;
+	return hp_sbuf_finish(&o);
 }

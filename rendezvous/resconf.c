@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "../agent/log.h"
+#include "../agent/sbuf.h"
 #include "../agent/xalloc.h"
 #include "../server/server.h"
 
@@ -40,40 +41,11 @@ struct hp_resconf {
 
 /* ---- a growing string ---------------------------------------------------- */
 
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
-
-static void sb_grow(struct sbuf *sb, size_t more)
-{
-	if (sb->len + more + 1 <= sb->cap)
-		return;
-	size_t cap = sb->cap ? sb->cap : 64;
-	while (cap < sb->len + more + 1)
-		cap *= 2;
-	sb->p = xrealloc(sb->p, cap);
-	sb->cap = cap;
-}
-
-static void sb_putn(struct sbuf *sb, const char *s, size_t n)
-{
-	sb_grow(sb, n);
-	memcpy(sb->p + sb->len, s, n);
-	sb->len += n;
-	sb->p[sb->len] = '\0';
-}
-
-static void sb_puts(struct sbuf *sb, const char *s)
-{
-	sb_putn(sb, s, strlen(s));
-}
-
-static void sb_u16(struct sbuf *sb, unsigned v)
+static void sb_u16(struct hp_sbuf *sb, unsigned v)
 {
 	char tmp[8];
 	snprintf(tmp, sizeof(tmp), "\\u%04x", v & 0xffffu);
-	sb_puts(sb, tmp);
+	hp_sbuf_puts(sb, tmp);
 }
 
 /* Decodes one UTF-8 sequence at s (n bytes left); returns its length and
@@ -112,43 +84,43 @@ bad:
 
 /* A JSON string as Python's json.dumps(ensure_ascii=True) writes it:
  * everything outside printable ASCII becomes \uXXXX (lower-case hex). */
-static void sb_json_str(struct sbuf *sb, const char *s)
+static void sb_json_str(struct hp_sbuf *sb, const char *s)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	size_t n = strlen(s);
-	sb_putn(sb, "\"", 1);
+	hp_sbuf_add(sb, "\"", 1);
 	for (size_t i = 0; i < n;) {
 		uint32_t cp;
 		size_t k = utf8_next(u + i, n - i, &cp);
 		i += k;
 		switch (cp) {
 		case '"':
-			sb_puts(sb, "\\\"");
+			hp_sbuf_puts(sb, "\\\"");
 			continue;
 		case '\\':
-			sb_puts(sb, "\\\\");
+			hp_sbuf_puts(sb, "\\\\");
 			continue;
 		case '\n':
-			sb_puts(sb, "\\n");
+			hp_sbuf_puts(sb, "\\n");
 			continue;
 		case '\r':
-			sb_puts(sb, "\\r");
+			hp_sbuf_puts(sb, "\\r");
 			continue;
 		case '\t':
-			sb_puts(sb, "\\t");
+			hp_sbuf_puts(sb, "\\t");
 			continue;
 		case '\b':
-			sb_puts(sb, "\\b");
+			hp_sbuf_puts(sb, "\\b");
 			continue;
 		case '\f':
-			sb_puts(sb, "\\f");
+			hp_sbuf_puts(sb, "\\f");
 			continue;
 		default:
 			break;
 		}
 		if (cp >= 0x20 && cp < 0x7f) {
 			char c = (char)cp;
-			sb_putn(sb, &c, 1);
+			hp_sbuf_add(sb, &c, 1);
 		} else if (cp < 0x10000) {
 			sb_u16(sb, cp);
 		} else {
@@ -157,22 +129,15 @@ static void sb_json_str(struct sbuf *sb, const char *s)
 			sb_u16(sb, 0xdc00 | (cp & 0x3ff));
 		}
 	}
-	sb_putn(sb, "\"", 1);
+	hp_sbuf_add(sb, "\"", 1);
 }
 
-static void sb_json_str_or_null(struct sbuf *sb, const char *s)
+static void sb_json_str_or_null(struct hp_sbuf *sb, const char *s)
 {
 	if (s)
 		sb_json_str(sb, s);
 	else
-		sb_puts(sb, "null");
-}
-
-static char *sb_finish(struct sbuf *sb)
-{
-	sb_grow(sb, 0);
-	sb->p[sb->len] = '\0';
-	return sb->p;
+		hp_sbuf_puts(sb, "null");
 }
 
 /* ---- pure parts -------------------------------------------------------- */
@@ -219,19 +184,19 @@ int hp_resconf_merge(char *const *old, size_t n_old, int nnodes,
 char *hp_resconf_render(char *const *ips, size_t n, const char *current_ip,
 			const char *ip_version)
 {
-	struct sbuf sb = {0};
-	sb_puts(&sb, "{\"ips\": [");
+	struct hp_sbuf sb = {0};
+	hp_sbuf_puts(&sb, "{\"ips\": [");
 	for (size_t i = 0; i < n; i++) {
 		if (i)
-			sb_puts(&sb, ", ");
+			hp_sbuf_puts(&sb, ", ");
 		sb_json_str_or_null(&sb, ips[i]);
 	}
-	sb_puts(&sb, "], \"current_pod_ip\": ");
+	hp_sbuf_puts(&sb, "], \"current_pod_ip\": ");
 	sb_json_str_or_null(&sb, current_ip);
-	sb_puts(&sb, ", \"ips_timestamp\": ");
+	hp_sbuf_puts(&sb, ", \"ips_timestamp\": ");
 	sb_json_str_or_null(&sb, ip_version);
-	sb_puts(&sb, "}");
-	return sb_finish(&sb);
+	hp_sbuf_puts(&sb, "}");
+	return hp_sbuf_finish(&sb);
 }
 
 /* ---- the file ---------------------------------------------------------- */
@@ -488,33 +453,33 @@ void hp_resconf_reset_ip_version(struct hp_resconf *rc)
 
 char *hp_resconf_ips_json(const struct hp_resconf *rc)
 {
-	struct sbuf sb = {0};
-	sb_puts(&sb, "[");
+	struct hp_sbuf sb = {0};
+	hp_sbuf_puts(&sb, "[");
 	for (size_t i = 0; i < rc->n_ips; i++) {
 		if (i)
-			sb_puts(&sb, ",");
+			hp_sbuf_puts(&sb, ",");
 		sb_json_str_or_null(&sb, rc->ips[i]);
 	}
-	sb_puts(&sb, "]");
-	return sb_finish(&sb);
+	hp_sbuf_puts(&sb, "]");
+	return hp_sbuf_finish(&sb);
 }
 
 char *hp_resconf_rank_ips_json(const struct hp_resconf *rc)
 {
 	if (!rc->has_rank_ips)
 		return xstrdup("null");
-	struct sbuf sb = {0};
-	sb_puts(&sb, "[");
+	struct hp_sbuf sb = {0};
+	hp_sbuf_puts(&sb, "[");
 	for (size_t i = 0; i < rc->n_rank_ips; i++) {
 		char num[32];
 		snprintf(num, sizeof(num), "%s{\"rank\":%d,\"ip\":",
 			 i ? "," : "", rc->rank_ips[i].rank);
-		sb_puts(&sb, num);
+		hp_sbuf_puts(&sb, num);
 		sb_json_str(&sb, rc->rank_ips[i].ip);
-		sb_puts(&sb, "}");
+		hp_sbuf_puts(&sb, "}");
 	}
-	sb_puts(&sb, "]");
-	return sb_finish(&sb);
+	hp_sbuf_puts(&sb, "]");
+	return hp_sbuf_finish(&sb);
 }
 
 void hp_resconf_free(struct hp_resconf *rc)
