@@ -1,5 +1,8 @@
 /* agent-private.h — struct hp_agent and the functions agent.c shares with
- * ipr.c (the in-process-restart flow). Nothing outside agent/ includes it. */
+ * ipr.c (the in-process-restart flow). Nothing outside agent/ includes it.
+ * agent.c and ipr.c call each other on purpose: they are one unit, the
+ * supervisor of one struct hp_agent, split by flow (process-level vs
+ * in-process restart), not two modules; only this header joins them. */
 #ifndef HP_AGENT_PRIVATE_H
 #define HP_AGENT_PRIVATE_H
 

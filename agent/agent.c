@@ -24,7 +24,7 @@
 #include "failure.h"
 #include "fsm.h"
 #include "hp-version.h"
-#include "log.h"
+#include "base/log.h"
 #include "logmon.h"
 #include "logs.h"
 #include "metrics.h"
@@ -32,7 +32,7 @@
 #include "rendezvous/resconf.h"
 #include "server/server.h"
 #include "worker.h"
-#include "xalloc.h"
+#include "base/xalloc.h"
 
 extern char **environ;
 

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "hp.h"
+#include "base/hp.h"
 
 /* How --nproc-per-node was given; anything but NUMBER is resolved by the
  * launcher (it needs I/O: counting GPUs or cores) into nproc_per_node. */

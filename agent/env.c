@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "xalloc.h"
+#include "base/xalloc.h"
 
 /* Does "KEY=..." (or a bare "KEY") in 'entry' have the key 'key' of
  * length 'len'? */

@@ -6,7 +6,7 @@
 
 #include <stdbool.h>
 
-#include "hp.h"
+#include "base/hp.h"
 
 struct hp_rank_info {
 	int group_rank;       /* node rank */

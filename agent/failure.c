@@ -11,8 +11,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "sbuf.h"
-#include "xalloc.h"
+#include "base/sbuf.h"
+#include "base/xalloc.h"
 
 static char *read_file(const char *path)
 {

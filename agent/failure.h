@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "hp.h"
+#include "base/hp.h"
 
 struct hp_failure {
 	int rank;         /* global rank */

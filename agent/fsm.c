@@ -11,7 +11,7 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include "log.h"
+#include "base/log.h"
 
 #define B(s) (1u << (s))
 

@@ -8,7 +8,7 @@
 
 #include <stdbool.h>
 
-#include "hp.h"
+#include "base/hp.h"
 
 enum hp_state {
 	HP_STATE_INIT = 0,

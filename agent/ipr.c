@@ -13,11 +13,11 @@
 #include <unistd.h>
 
 #include "agent-private.h"
-#include "log.h"
+#include "base/log.h"
 #include "rendezvous/ipc.h"
 #include "rendezvous/resconf.h"
 #include "server/server.h"
-#include "xalloc.h"
+#include "base/xalloc.h"
 
 static void cancel_wait(struct hp_agent *a)
 {

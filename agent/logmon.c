@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "sbuf.h"
-#include "xalloc.h"
+#include "base/log.h"
+#include "base/sbuf.h"
+#include "base/xalloc.h"
 
 enum op { OP_NONE = 0, OP_GT, OP_LT, OP_EQ, OP_GTEQ, OP_LTEQ };
 

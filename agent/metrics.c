@@ -14,9 +14,9 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "hp.h"
-#include "sbuf.h"
-#include "xalloc.h"
+#include "base/hp.h"
+#include "base/sbuf.h"
+#include "base/xalloc.h"
 
 static const double buckets[] = {HP_METRICS_BUCKETS};
 #define NBUCKETS HP_ARRAY_LEN(buckets)

@@ -9,7 +9,7 @@
 
 #include <sys/types.h>
 
-#include "hp.h"
+#include "base/hp.h"
 
 struct hp_spawn {
 	char *const *argv; /* argv[0] is looked up in PATH */

@@ -25,11 +25,11 @@
 #include <unistd.h>
 
 #include "agent-private.h"
-#include "log.h"
+#include "base/log.h"
 #include "rendezvous/fabric.h"
 #include "rendezvous/resconf.h"
 #include "server/server.h"
-#include "xalloc.h"
+#include "base/xalloc.h"
 
 #define COMP "xnode"
 /* Without --inprocess-timeout, a collective or the set-up gives up after

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "python"))
+                                "..", "client", "python"))
 from hyperpod_worker import AgentClient, FaultInterrupt, restartable  # noqa
 
 STEPS = int(os.environ.get("HP_STEPS", "5"))

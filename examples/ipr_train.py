@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "python"))
+                                "..", "client", "python"))
 from hyperpod_worker import AgentClient, restartable  # noqa: E402
 
 STEPS = int(os.environ.get("HP_STEPS", "5"))

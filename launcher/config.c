@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../agent/log.h"
-#include "../agent/xalloc.h"
+#include "base/log.h"
+#include "base/xalloc.h"
 
 enum opt_id {
 	O_NNODES,

@@ -39,8 +39,8 @@
 #include <rdma/fi_eq.h>
 #include <rdma/fi_errno.h>
 
-#include "agent/log.h"
-#include "agent/xalloc.h"
+#include "base/log.h"
+#include "base/xalloc.h"
 
 #define COMP "fabric"
 

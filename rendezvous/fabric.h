@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "agent/hp.h"
+#include "base/hp.h"
 
 /* The largest record allgather takes, and the largest message payload. */
 #define HP_FABRIC_RECORD_MAX 4096

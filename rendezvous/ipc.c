@@ -19,8 +19,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "../agent/log.h"
-#include "../agent/xalloc.h"
+#include "base/log.h"
+#include "base/xalloc.h"
 
 #define COMP "ipc"
 /* A decoder keeps a buffer this large between frames; a bigger one is

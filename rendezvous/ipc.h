@@ -17,7 +17,7 @@
 
 #include <uv.h>
 
-#include "../agent/hp.h"
+#include "base/hp.h"
 
 /* The largest frame accepted from a worker. The reference sets no limit;
  * a client that sends more is dropped. */

@@ -17,10 +17,10 @@
 
 #include <cjson/cJSON.h>
 
-#include "../agent/log.h"
-#include "../agent/sbuf.h"
-#include "../agent/xalloc.h"
-#include "../server/server.h"
+#include "base/log.h"
+#include "base/sbuf.h"
+#include "base/xalloc.h"
+#include "base/rankip.h"
 
 #define COMP "resconf"
 /* A table of HP_RESCONF_MAX_RANK + 1 IPv6 addresses is under 5 MiB. */

@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "../agent/hp.h"
+#include "base/hp.h"
 
 /* Defined in server/server.h: { int rank; char *ip; }. */
 struct hp_rank_ip;

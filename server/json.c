@@ -21,7 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../agent/xalloc.h"
+#include "base/xalloc.h"
 #include "server.h"
 
 /* ---------------------------------------------------------------- status */

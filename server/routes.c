@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../agent/xalloc.h"
+#include "base/xalloc.h"
 #include "server-private.h"
 
 static void body_of(struct evhttp_request *req, const char **body,

@@ -1,5 +1,7 @@
 /* server-private.h — what server.c (thread, queue, replies) and routes.c
  * (one function per route) share. Nothing outside server/ includes it.
+ * The two call each other on purpose: they are one unit (one struct
+ * hp_server, one thread), split into transport and routes, not two modules.
  * Threading rule: fields marked "mu" are shared with the agent thread and
  * read or written only under mu; everything else belongs to the server
  * thread (the event_base's) once hp_server_new has returned. */
@@ -10,7 +12,7 @@
 #include <event2/http.h>
 #include <pthread.h>
 
-#include "../agent/log.h"
+#include "base/log.h"
 #include "server.h"
 
 /* /status before the agent's first hp_server_publish. */

@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../agent/xalloc.h"
+#include "base/xalloc.h"
 #include "server-private.h"
 
 #define MAX_BODY (1024 * 1024)

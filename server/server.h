@@ -12,7 +12,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "../agent/hp.h"
+#include "base/hp.h"
+#include "base/rankip.h"
 
 struct hp_server;
 
@@ -21,11 +22,6 @@ enum hp_cmd_kind {
 	HP_CMD_STOP,
 	HP_CMD_UPDATE,
 	HP_CMD_SHUTDOWN,
-};
-
-struct hp_rank_ip {
-	int rank;
-	char *ip; /* never NULL */
 };
 
 /* StartRequest / UpdateRequest (update has no progress). Optional JSON

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "agent/fsm.h"
-#include "agent/log.h"
+#include "base/log.h"
 
 #define I HP_STATE_INIT
 #define R HP_STATE_READY

@@ -22,8 +22,8 @@
 #include <cjson/cJSON.h>
 #include <uv.h>
 
-#include "agent/log.h"
-#include "agent/xalloc.h"
+#include "base/log.h"
+#include "base/xalloc.h"
 #include "rendezvous/ipc.h"
 
 #define DEADLINE_MS 5000

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "agent/log.h"
+#include "base/log.h"
 #include "server/server.h"
 
 #define OKBODY                                                                 \

@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "agent/log.h"
+#include "base/log.h"
 #include "agent/metrics.h"
 
 /* The sample line "name{labels} value" for this name+labels, or fails. */

@@ -15,8 +15,8 @@
 
 #include <cmocka.h>
 
-#include "agent/log.h"
-#include "agent/xalloc.h"
+#include "base/log.h"
+#include "base/xalloc.h"
 #include "rendezvous/resconf.h"
 #include "server/server.h"
 

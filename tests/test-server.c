@@ -21,8 +21,8 @@
 
 #include <cmocka.h>
 
-#include "agent/log.h"
-#include "agent/xalloc.h"
+#include "base/log.h"
+#include "base/xalloc.h"
 #include "server/server.h"
 
 /* ------------------------------------------------------- the fake agent */

@@ -2,7 +2,7 @@
 
 BENCH_KIND=fault (default): a training process that imports torch at start
 (BENCH_IMPORT, default "torch"; "" for none), connects to the agent with
-python/hyperpod_worker.py and, after every barrier release, prints
+client/python/hyperpod_worker.py and, after every barrier release, prints
   bench resume rank R rc C t T pid P
 (T = time.monotonic(), system-wide, right after the release). While the
 restart count C < BENCH_FAULTS, rank 0 fails at once:
@@ -31,7 +31,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "python"))
+sys.path.insert(0, os.path.join(ROOT, "client", "python"))
 
 
 def out(text):

@@ -21,8 +21,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "agent/log.h"
-#include "agent/xalloc.h"
+#include "base/log.h"
+#include "base/xalloc.h"
 #include "rendezvous/fabric-test.h"
 #include "rendezvous/fabric.h"
 

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "agent/fsm.h"
-#include "agent/log.h"
-#include "agent/xalloc.h"
+#include "base/log.h"
+#include "base/xalloc.h"
 #include "server/server.h"
 
 static int wake_fd[2];

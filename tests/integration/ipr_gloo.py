@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.environ.get("HP_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
-sys.path.insert(0, os.path.join(SRC, "python"))
+sys.path.insert(0, os.path.join(SRC, "client", "python"))
 from hyperpod_worker import AgentClient, restartable  # noqa: E402
 
 FAIL_RANK = int(os.environ.get("IPR_GLOO_FAIL_RANK", "1"))

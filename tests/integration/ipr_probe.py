@@ -1,6 +1,6 @@
 """ipr_probe.py -- a worker for the in-process restart tests (test_ipr_*.py).
 
-Uses python/hyperpod_worker.py (AgentClient + restartable) as a training
+Uses client/python/hyperpod_worker.py (AgentClient + restartable) as a training
 script would, and reports everything it sees as one-line records written
 with a single write(2) each (so workers sharing the agent's stdout never
 interleave inside a line):
@@ -53,7 +53,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.environ.get("HP_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
-sys.path.insert(0, os.path.join(SRC, "python"))
+sys.path.insert(0, os.path.join(SRC, "client", "python"))
 from hyperpod_worker import (AgentClient, FaultInterrupt,  # noqa: E402
                              restartable)
 

@@ -1,7 +1,7 @@
 """In-process restart across nodes (issue 5 §3-4, end to end): two real
 hyperpodrun agents in local static mode (--nnodes 2 --node-rank 0/1, one
 machine, FI_PROVIDER=tcp) with two workers each of ipr_probe.py
-(python/hyperpod_worker.py). Global rank 0 sends a fresh fake NCCL unique
+(client/python/hyperpod_worker.py). Global rank 0 sends a fresh fake NCCL unique
 id as job_data before every barrier wait (IPR_NCCL=1).
 
   * a fault in node 1's worker reaches node 0 (POST /stop): all four

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Unit tests for python/hyperpod_worker.py against an agent-side peer
+"""Unit tests for client/python/hyperpod_worker.py against an agent-side peer
 written here (an AF_UNIX listener speaking PROTOCOL.md's framing), plus:
 the C client (hp-client-script, $HP_CLIENT_SCRIPT) and the Python client
 send the same bytes for the same calls; and the examples ipr_train.py,
@@ -21,7 +21,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.environ.get("HP_SOURCE_DIR",
                      os.path.abspath(os.path.join(HERE, "..", "..")))
-sys.path.insert(0, os.path.join(SRC, "python"))
+sys.path.insert(0, os.path.join(SRC, "client", "python"))
 
 import hyperpod_worker as hw  # noqa: E402
 
