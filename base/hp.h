@@ -23,7 +23,7 @@
 HP_NORETURN void hp_bug_at(const char *file, int line, const char *fmt, ...)
 	HP_PRINTF(3, 4);
 
-/* "SIGKILL" for 9, or "SIG<n>" for a number without a name (agent/
+/* "SIGKILL" for 9, or "SIG<n>" for a number without a name (base/
  * signame.c; the "SIG<n>" buffer is thread-local). */
 const char *hp_signal_name(int sig);
 
