@@ -83,6 +83,15 @@ struct hp_config {
 	bool inprocess_restart;
 	double inprocess_timeout; /* seconds; < 0 = none */
 
+	/* torch 2.x flags: parsed and validated as torchrun does */
+	char *event_log_handler; /* "null" by default */
+	char *numa_binding;      /* NULL, node, socket, exclusive, core-complex */
+	unsigned long long signals_to_handle; /* 1ull << signo per name given */
+	bool virtual_local_rank;
+	/* one line naming the flags above that hyperpodrun accepts but does
+	 * not act on, for a start-up warning; NULL = none */
+	char *accepted_note;
+
 	/* training_script and its args, untouched; NULL-terminated */
 	char **script_argv;
 	int script_argc;

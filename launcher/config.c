@@ -42,6 +42,12 @@ enum opt_id {
 	O_TEE,
 	O_LOCAL_RANKS_FILTER,
 	O_LOGS_SPECS,
+	O_EVENT_LOG_HANDLER,
+	O_NUMA_BINDING,
+	O_SIGNALS_TO_HANDLE,
+	O_DUP_STDOUT_FILTERS,
+	O_DUP_STDERR_FILTERS,
+	O_VIRTUAL_LOCAL_RANK,
 	O_NODE_RANK,
 	O_MASTER_ADDR,
 	O_MASTER_PORT,
@@ -90,7 +96,17 @@ static const struct opt {
 	[O_REDIRECTS] = {"redirects", 'r', false, false, "0"},
 	[O_TEE] = {"tee", 't', false, false, "0"},
 	[O_LOCAL_RANKS_FILTER] = {"local_ranks_filter", 0, false, false, ""},
-	[O_LOGS_SPECS] = {"logs_specs", 0, false, false, NULL},
+	/* torch 2.x; --logs-specs and --numa-binding have no env action */
+	[O_LOGS_SPECS] = {"logs_specs", 0, false, true, NULL},
+	[O_EVENT_LOG_HANDLER] = {"event_log_handler", 0, false, false, "null"},
+	[O_NUMA_BINDING] = {"numa_binding", 0, false, true, NULL},
+	[O_SIGNALS_TO_HANDLE] = {"signals_to_handle", 0, false, false,
+				 "SIGTERM,SIGINT,SIGHUP,SIGQUIT"},
+	[O_DUP_STDOUT_FILTERS] = {"duplicate_stdout_filters", 0, false, false,
+				  ""},
+	[O_DUP_STDERR_FILTERS] = {"duplicate_stderr_filters", 0, false, false,
+				  ""},
+	[O_VIRTUAL_LOCAL_RANK] = {"virtual_local_rank", 0, true, false, NULL},
 	[O_NODE_RANK] = {"node_rank", 0, false, false, "0"},
 	[O_MASTER_ADDR] = {"master_addr", 0, false, false, "127.0.0.1"},
 	[O_MASTER_PORT] = {"master_port", 0, false, false, "29500"},
@@ -577,6 +593,105 @@ static char *dup_opt(const struct raw *raw, enum opt_id id)
 	return xstrdup_or_null(raw->val[id]);
 }
 
+/* The signal number named "SIGTERM" (or "TERM"), 0 when unknown. */
+static int signal_by_name(const char *s, size_t len)
+{
+	char want[32];
+	if (len >= 3 && strncmp(s, "SIG", 3) == 0) {
+		s += 3;
+		len -= 3;
+	}
+	if (!len || len + 4 > sizeof(want))
+		return 0;
+	snprintf(want, sizeof(want), "SIG%.*s", (int)len, s);
+	for (int sig = 1; sig < 64; sig++)
+		if (strcmp(hp_signal_name(sig), want) == 0)
+			return sig;
+	return 0;
+}
+
+/* Appends "--flag (why)" to the accepted-but-inert note. */
+static void note_flag(struct hp_config *cfg, const struct raw *raw,
+		      enum opt_id id, const char *why)
+{
+	char name[64];
+	flag_name(raw, id, name, sizeof(name));
+	char *old = cfg->accepted_note;
+	cfg->accepted_note = xasprintf("%s%s%s %s", old ? old : "",
+				       old ? "; " : "", name, why);
+	free(old);
+}
+
+/* torch 2.x's flags. torchrun validates --numa-binding's choices and
+ * nothing else (an unknown signal name is a warning there; an unknown
+ * --logs-specs or event handler fails later in Python, at a plugin
+ * lookup we cannot do), so the rest parse as given. */
+static enum hp_parse_result convert_torch2(struct hp_config *cfg,
+					   const struct raw *raw, char *err,
+					   size_t errlen)
+{
+	static const char *const numa[] = {"node", "socket", "exclusive",
+					   "core-complex", NULL};
+	const char *v = raw->val[O_NUMA_BINDING];
+	if (v && !one_of(v, numa))
+		return bad_value(err, errlen, raw, O_NUMA_BINDING,
+				 "node, socket, exclusive or core-complex");
+	cfg->numa_binding = dup_opt(raw, O_NUMA_BINDING);
+	cfg->event_log_handler = dup_opt(raw, O_EVENT_LOG_HANDLER);
+
+	/* a comma list of names; torch skips what it cannot register */
+	const char *s = raw->val[O_SIGNALS_TO_HANDLE];
+	char unknown[128] = "";
+	for (;;) {
+		const char *end = strchr(s, ',');
+		size_t len = end ? (size_t)(end - s) : strlen(s);
+		while (len && (*s == ' ' || *s == '\t')) {
+			s++;
+			len--;
+		}
+		while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+			len--;
+		int sig = signal_by_name(s, len);
+		if (sig)
+			cfg->signals_to_handle |= 1ull << sig;
+		else if (len && strlen(unknown) + len + 3 < sizeof(unknown))
+			snprintf(unknown + strlen(unknown),
+				 sizeof(unknown) - strlen(unknown), "%s%.*s",
+				 unknown[0] ? ", " : "", (int)len, s);
+		if (!end)
+			break;
+		s = end + 1;
+	}
+
+	/* what is accepted without effect, said once at start-up */
+	if (raw->val[O_LOGS_SPECS])
+		note_flag(cfg, raw, O_LOGS_SPECS,
+			  "(a Python entry point: the default log layout is "
+			  "used)");
+	if (cfg->numa_binding)
+		note_flag(cfg, raw, O_NUMA_BINDING,
+			  "(not applied: workers keep the agent's CPU "
+			  "affinity)");
+	if (strcmp(cfg->event_log_handler, "null") != 0)
+		note_flag(cfg, raw, O_EVENT_LOG_HANDLER,
+			  "(torch's event handlers are Python; hyperpodrun logs "
+			  "its own transitions)");
+	if (*raw->val[O_DUP_STDOUT_FILTERS])
+		note_flag(cfg, raw, O_DUP_STDOUT_FILTERS, "(ignored)");
+	if (*raw->val[O_DUP_STDERR_FILTERS])
+		note_flag(cfg, raw, O_DUP_STDERR_FILTERS, "(ignored)");
+	if (cfg->virtual_local_rank)
+		note_flag(cfg, raw, O_VIRTUAL_LOCAL_RANK,
+			  "(ignored: LOCAL_RANK stays the local rank)");
+	if (unknown[0]) {
+		char *why = xasprintf("(unknown signal names skipped: %s)",
+				      unknown);
+		note_flag(cfg, raw, O_SIGNALS_TO_HANDLE, why);
+		free(why);
+	}
+	return HP_PARSE_OK;
+}
+
 /* Converts every raw value into cfg, failing on the first bad one. */
 static enum hp_parse_result convert(struct hp_config *cfg,
 				    const struct raw *raw, char *err,
@@ -625,6 +740,7 @@ static enum hp_parse_result convert(struct hp_config *cfg,
 		case O_NO_PYTHON: flag = &cfg->no_python; break;
 		case O_RUN_PATH: flag = &cfg->run_path; break;
 		case O_INPROCESS_RESTART: flag = &cfg->inprocess_restart; break;
+		case O_VIRTUAL_LOCAL_RANK: flag = &cfg->virtual_local_rank; break;
 		default: continue;
 		}
 		if (!to_flag(raw->val[id], flag))
@@ -712,6 +828,9 @@ static enum hp_parse_result convert(struct hp_config *cfg,
 	cfg->pre_train_args = dup_opt(raw, O_PRE_TRAIN_ARGS);
 	cfg->post_train_script = dup_opt(raw, O_POST_TRAIN_SCRIPT);
 	cfg->post_train_args = dup_opt(raw, O_POST_TRAIN_ARGS);
+	enum hp_parse_result r = convert_torch2(cfg, raw, err, errlen);
+	if (r != HP_PARSE_OK)
+		return r;
 	cfg->inprocess_timeout = -1;
 	if (raw->val[O_INPROCESS_TIMEOUT] &&
 	    (!to_double(raw->val[O_INPROCESS_TIMEOUT],
@@ -860,6 +979,8 @@ void hp_config_fini(struct hp_config *cfg)
 		&cfg->server_log_level,  &cfg->pre_train_script,
 		&cfg->pre_train_args,    &cfg->post_train_script,
 		&cfg->post_train_args,   &cfg->mode_reason,
+		&cfg->event_log_handler, &cfg->numa_binding,
+		&cfg->accepted_note,
 	};
 	for (size_t i = 0; i < HP_ARRAY_LEN(strs); i++)
 		free(*strs[i]);
@@ -885,7 +1006,13 @@ const char *hp_config_usage(void)
 	       "[--no-python] [--run-path] [--log-dir LOG_DIR] "
 	       "[-r REDIRECTS] [-t TEE] "
 	       "[--local-ranks-filter LOCAL_RANKS_FILTER] "
-	       "[--logs-specs LOGS_SPECS] [--node-rank NODE_RANK] "
+	       "[--logs-specs LOGS_SPECS] "
+	       "[--event-log-handler EVENT_LOG_HANDLER] "
+	       "[--numa-binding {node,socket,exclusive,core-complex}] "
+	       "[--signals-to-handle SIGNALS_TO_HANDLE] "
+	       "[--duplicate-stdout-filters DUPLICATE_STDOUT_FILTERS] "
+	       "[--duplicate-stderr-filters DUPLICATE_STDERR_FILTERS] "
+	       "[--virtual-local-rank] [--node-rank NODE_RANK] "
 	       "[--master-addr MASTER_ADDR] [--master-port MASTER_PORT] "
 	       "[--local-addr LOCAL_ADDR] "
 	       "[--shutdown-signal {SIGTERM,SIGKILL}] "
@@ -938,7 +1065,9 @@ const char *hp_config_help(void)
 	       "                             3 both, or RANK:V,... (default: 0)\n"
 	       "  -t, --tee V                like -r, also to the console (default: 0)\n"
 	       "  --local-ranks-filter R,..  ranks shown on the console (default: all)\n"
-	       "  --logs-specs NAME          accepted and ignored (default: none)\n"
+	       "  torch 2.x, parsed, warned about when inert: --logs-specs NAME,\n"
+	       "  --event-log-handler NAME, --numa-binding MODE, --signals-to-handle\n"
+	       "  SIG,..., --duplicate-std{out,err}-filters F,..., --virtual-local-rank\n"
 	       "HyperPod:\n"
 	       "  --shutdown-signal {SIGTERM,SIGKILL}\n"
 	       "                             stops workers; SIGTERM is followed by SIGKILL\n"

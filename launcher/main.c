@@ -117,8 +117,16 @@ static int check_program(const char *what, const char *path, bool executable)
 			return usage_error(msg);
 		}
 		if (S_ISDIR(st.st_mode)) {
-			snprintf(msg, sizeof(msg), "%s '%s' is a directory",
-				 what, path);
+			/* python runs a directory (or a zip: a regular file)
+			 * that holds __main__.py, and so does torchrun */
+			char main_py[4200];
+			snprintf(main_py, sizeof(main_py), "%s/__main__.py",
+				 path);
+			if (!executable && access(main_py, R_OK) == 0)
+				return 0;
+			snprintf(msg, sizeof(msg), "%s '%s' is a directory%s",
+				 what, path,
+				 executable ? "" : " without __main__.py");
 			return usage_error(msg);
 		}
 		if (executable && access(path, X_OK) < 0) {
@@ -181,6 +189,9 @@ int main(int argc, char **argv)
 	case HP_PARSE_OK:
 		break;
 	}
+	if (cfg.accepted_note)
+		hp_warn("launcher", "torch 2.x flags accepted without effect: "
+			"%s", cfg.accepted_note);
 	rc = resolve_nproc(&cfg);
 	if (!rc)
 		rc = check_scripts(&cfg);

@@ -182,6 +182,25 @@ static void chk_logs_specs(const struct hp_config *c)
 {
 	assert_non_null(c->script_argv);
 }
+static void chk_elh(const struct hp_config *c)
+{
+	assert_string_equal(c->event_log_handler, "console");
+	assert_non_null(strstr(c->accepted_note, "event"));
+}
+static void chk_numa(const struct hp_config *c)
+{
+	assert_string_equal(c->numa_binding, "core-complex");
+}
+static void chk_sigs(const struct hp_config *c)
+{
+	assert_true(c->signals_to_handle ==
+		    ((1ull << SIGUSR1) | (1ull << SIGTERM)));
+	assert_null(c->accepted_note);
+}
+static void chk_dup(const struct hp_config *c)
+{
+	assert_non_null(strstr(c->accepted_note, "filters"));
+}
 static void chk_node_rank(const struct hp_config *c)
 {
 	assert_int_equal(c->node_rank, 1);
@@ -267,6 +286,11 @@ static void test_value_flags_all_spellings(void **state)
 		{"--tee", "2", chk_tee},
 		{"--local-ranks-filter", "0,1", chk_filter},
 		{"--logs-specs", "default", chk_logs_specs},
+		{"--event-log-handler", "console", chk_elh},
+		{"--numa-binding", "core-complex", chk_numa},
+		{"--signals-to-handle", "SIGUSR1, TERM", chk_sigs},
+		{"--duplicate-stdout-filters", "a,,b,c", chk_dup},
+		{"--duplicate-stderr-filters", "x", chk_dup},
 		{"--node-rank", "1", chk_node_rank},
 		{"--master-addr", "10.1.2.3", chk_master_addr},
 		{"--master-port", "1234", chk_master_port},
@@ -317,6 +341,42 @@ static void test_value_flags_all_spellings(void **state)
 			hp_config_fini(&c);
 		}
 	}
+}
+
+/* torch 2.x: the flags newer torchrun has parse, with its defaults; the
+ * ones without an env action ignore PET_*; --numa-binding has choices. */
+static void test_torch2_flags(void **state)
+{
+	(void)state;
+	struct hp_config c;
+	ok(&c, ARGV("train.py"), NOENV);
+	assert_string_equal(c.event_log_handler, "null");
+	assert_null(c.numa_binding);
+	assert_true(c.signals_to_handle ==
+		    ((1ull << SIGTERM) | (1ull << SIGINT) | (1ull << SIGHUP) |
+		     (1ull << SIGQUIT)));
+	assert_false(c.virtual_local_rank);
+	assert_null(c.accepted_note);
+	hp_config_fini(&c);
+
+	ok(&c, ARGV("--virtual_local_rank", "--signals_to_handle=SIGFOO",
+		    "train.py"),
+	   ENV("PET_NUMA_BINDING=node", "PET_LOGS_SPECS=x",
+	       "PET_EVENT_LOG_HANDLER=console"));
+	assert_true(c.virtual_local_rank);
+	assert_null(c.numa_binding);
+	assert_string_equal(c.event_log_handler, "console");
+	assert_non_null(strstr(c.accepted_note, "SIGFOO"));
+	assert_non_null(strstr(c.accepted_note, "--virtual_local_rank"));
+	assert_null(strstr(c.accepted_note, "--logs"));
+	hp_config_fini(&c);
+
+	bad(ARGV("--numa-binding", "numa", "train.py"), NOENV,
+	    "--numa-binding: invalid value 'numa'");
+	bad(ARGV("--virtual-local-rank=1", "train.py"), NOENV,
+	    "ignored explicit argument");
+	/* a prefix shared by a torch 2.x flag is ambiguous, as in argparse */
+	bad(ARGV("--dup", "x", "train.py"), NOENV, "ambiguous option");
 }
 
 static void test_bool_flags(void **state)
@@ -825,6 +885,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_value_flags_all_spellings),
 		cmocka_unit_test(test_bool_flags),
+		cmocka_unit_test(test_torch2_flags),
 		cmocka_unit_test(test_pet_fallback),
 		cmocka_unit_test(test_nnodes),
 		cmocka_unit_test(test_nproc),
