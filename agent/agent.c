@@ -207,7 +207,7 @@ void agent_fire(struct hp_agent *a, enum hp_event ev, const char *reason,
 static char **worker_argv(const struct hp_agent *a)
 {
 	const struct hp_config *c = a->cfg;
-	size_t n = (size_t)c->script_argc + 4;
+	size_t n = (size_t)c->script_argc + 5;
 	char **argv = xcalloc(n, sizeof(char *));
 	size_t k = 0;
 	if (!c->no_python) {
@@ -217,8 +217,13 @@ static char **worker_argv(const struct hp_agent *a)
 			py = getenv("PYTHON");
 		argv[k++] = xstrdup(py && *py ? py : "python3");
 		argv[k++] = xstrdup("-u");
-		if (c->module)
+		if (c->run_path) {
+			/* torchrun's run_script_path under @record */
+			argv[k++] = xstrdup("-c");
+			argv[k++] = xstrdup(hp_failure_run_path_py);
+		} else if (c->module) {
 			argv[k++] = xstrdup("-m");
+		}
 	}
 	for (int i = 0; i < c->script_argc; i++)
 		argv[k++] = xstrdup(c->script_argv[i]);
@@ -547,6 +552,9 @@ static void print_summary(struct hp_agent *a)
 		return;
 	char *s = hp_failure_summary(a->entrypoint_name, a->failures,
 				     a->n_failures, a->hostname);
+	for (size_t i = 0; i < a->n_failures; i++)
+		if (a->failures[i].error_file)
+			hp_logs_keep(a->logs); /* the summary names it */
 	hp_error("agent", "ChildFailedError: %s", s);
 	free(s);
 }
@@ -1081,7 +1089,11 @@ struct hp_agent *hp_agent_new(const struct hp_config *cfg)
 	a->nnodes = cfg->nnodes_max;
 	a->group_rank = cfg->node_rank;
 	a->master_addr = xstrdup(cfg->master_addr);
-	a->master_port = cfg->master_port ? cfg->master_port : free_port();
+	/* torchrun takes --master-port only for the static backend; with
+	 * c10d group rank 0 picks a free port */
+	bool c10d = strcmp(cfg->rdzv_backend, "c10d") == 0;
+	a->master_port = cfg->master_port && !c10d ? cfg->master_port
+						   : free_port();
 	if (cfg->standalone && strcmp(cfg->rdzv_id, "none") == 0) {
 		unsigned r = (unsigned)getpid() ^ (unsigned)time(NULL);
 		a->run_id = xasprintf("%08x", r * 2654435761u);
@@ -1091,6 +1103,8 @@ struct hp_agent *hp_agent_new(const struct hp_config *cfg)
 	if (gethostname(a->hostname, sizeof(a->hostname) - 1) < 0)
 		strcpy(a->hostname, "localhost");
 	a->entrypoint_name = cfg->script_argc ? cfg->script_argv[0] : "worker";
+	if (cfg->run_path)
+		a->entrypoint_name = "run_script_path"; /* torchrun's fn name */
 	hp_fsm_init(&a->fsm, cfg->inprocess_restart);
 	a->metrics = hp_metrics_new(HP_VERSION);
 	return a;

@@ -224,3 +224,22 @@ void hp_failure_fini(struct hp_failure *f)
 	f->error_file = NULL;
 	f->message = NULL;
 }
+
+const char hp_failure_run_path_py[] =
+	"import faulthandler, json, os, runpy, sys, time, traceback\n"
+	"try:\n"
+	"    faulthandler.enable(all_threads=True)\n"
+	"except Exception:\n"
+	"    pass\n"
+	"sys.argv = sys.argv[1:]\n"
+	"try:\n"
+	"    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+	"except Exception as e:\n"
+	"    f = os.environ.get('TORCHELASTIC_ERROR_FILE')\n"
+	"    if f:\n"
+	"        d = {'message': {'message': '%s: %s' % (type(e).__name__, e),\n"
+	"             'extraInfo': {'py_callstack': traceback.format_exc(),\n"
+	"                           'timestamp': str(int(time.time()))}}}\n"
+	"        with open(f, 'w') as fp:\n"
+	"            json.dump(d, fp)\n"
+	"    raise\n";

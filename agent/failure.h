@@ -40,5 +40,13 @@ const char *hp_failure_text(const struct hp_failure *f, char *buf, size_t len);
 
 void hp_failure_fini(struct hp_failure *f);
 
+/* Python for `python -c CODE script args...` (--run-path): runs the script
+ * with runpy.run_path as torchrun's run_script_path does, under the
+ * equivalent of torch's @record: faulthandler on, and an exception is
+ * written to $TORCHELASTIC_ERROR_FILE in torch's format (message,
+ * py_callstack, timestamp) before it propagates (exit code 1), so the
+ * failure summary carries the traceback. */
+extern const char hp_failure_run_path_py[];
+
 
 #endif

@@ -429,6 +429,14 @@ static int rm_entry(const char *path, const struct stat *sb, int flag,
 	return 0;
 }
 
+void hp_logs_keep(struct hp_logs *l)
+{
+	if (!l || !l->tmp_root)
+		return;
+	free(l->tmp_root);
+	l->tmp_root = NULL;
+}
+
 void hp_logs_free(struct hp_logs *l)
 {
 	if (!l)

@@ -53,6 +53,10 @@ void hp_logs_drain_rank(struct hp_logs *l, int local_rank);
 /* Stops relaying rank i (after a drain); closes its files and pipes. */
 void hp_logs_close_rank(struct hp_logs *l, int local_rank);
 
+/* Keeps the temporary directory (no --log-dir) on free: a failure
+ * summary named error files in it, and torchrun leaves them too. */
+void hp_logs_keep(struct hp_logs *l);
+
 /* Closes everything (uv handles are closed; run the loop once more before
  * freeing the loop). NULL is a no-op. */
 void hp_logs_free(struct hp_logs *l);
