@@ -118,6 +118,7 @@ struct hp_agent {
 	double barrier_at; /* IPR: when STOPPING began the barrier wait */
 	bool spawned_once; /* a later spawn_group is a process restart */
 
+	bool tty_fg; /* workers stay in the terminal's foreground group */
 	bool loop_ready;
 	bool exiting;
 	int exit_code;

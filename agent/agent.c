@@ -390,7 +390,7 @@ static int spawn_aux(struct hp_agent *a, enum stage which)
 	char **argv = split_args(script, args);
 	char **envp = rank_env(a, 0, NULL);
 	struct hp_spawn sp = {.argv = argv, .envp = envp, .stdout_fd = -1,
-			      .stderr_fd = -1};
+			      .stderr_fd = -1, .keep_pgrp = a->tty_fg};
 	pid_t pid = 0;
 	int rc = hp_worker_spawn(&sp, &pid);
 	free_strv(argv);
@@ -469,7 +469,8 @@ static void spawn_group(struct hp_agent *a)
 		if (rc == 0) {
 			struct hp_spawn sp = {.argv = argv, .envp = envp,
 					      .stdout_fd = ofd,
-					      .stderr_fd = efd};
+					      .stderr_fd = efd,
+					      .keep_pgrp = a->tty_fg};
 			rc = hp_worker_spawn_begin(&sp, &w->pid, &errfd[i]);
 			hp_logs_started_rank(a->logs, i);
 		}
@@ -594,9 +595,23 @@ static void local_restart_or_fail(struct hp_agent *a)
 	agent_finish(a, 1);
 }
 
+/* At a terminal the workers lead no process group, so what they started
+ * is not signalled with them: once the group is down, whatever was left
+ * behind and re-parented to us (subreaper or PID 1) is killed by pid. */
+static void kill_strays(struct hp_agent *a)
+{
+	if (!a->tty_fg)
+		return;
+	int n = hp_worker_signal_children(SIGKILL);
+	if (n > 0)
+		hp_info("agent", "killed %d process(es) the workers left "
+			"behind", n);
+}
+
 static void stopped(struct hp_agent *a)
 {
 	uv_timer_stop(&a->kill_timer);
+	kill_strays(a);
 	for (int i = 0; i < a->nproc; i++)
 		hp_logs_close_rank(a->logs, i);
 	a->stage = STAGE_IDLE;
@@ -808,6 +823,22 @@ static void reap(struct hp_agent *a)
 /* ------------------------------------------------------------------ */
 /* signals                                                             */
 
+/* A terminating signal while the workers are being stopped for one. A
+ * second Ctrl-C means "now": torchrun's second SIGINT cuts its grace wait
+ * short, so SIGINT kills what is left at once; others are forwarded. */
+static void second_signal(struct hp_agent *a, int signum)
+{
+	if (signum == SIGINT) {
+		hp_warn("agent", "received SIGINT again: killing the workers "
+			"(SIGKILL)");
+		signal_all(a, SIGKILL);
+		return;
+	}
+	hp_warn("agent", "received %s again: forwarding it",
+		hp_signal_name(signum));
+	signal_all(a, signum);
+}
+
 static void signal_cb(uv_signal_t *h, int signum)
 {
 	struct hp_agent *a = h->data;
@@ -825,9 +856,7 @@ static void signal_cb(uv_signal_t *h, int signum)
 		break;
 	}
 	if (a->term_signal) {
-		hp_warn("agent", "received %s again: forwarding it",
-			hp_signal_name(signum));
-		signal_all(a, signum);
+		second_signal(a, signum);
 		return;
 	}
 	hp_warn("agent", "received %s: stopping the workers",
@@ -1150,6 +1179,29 @@ static void become_reaper(void)
 			strerror(errno));
 }
 
+/* torchrun's workers share its process group, so at a terminal they are
+ * in the foreground and breakpoint()/input() work; ours do the same when
+ * stdin is a terminal whose foreground group is ours. */
+static void set_tty_foreground(struct hp_agent *a)
+{
+	a->tty_fg = hp_worker_tty_foreground();
+	if (a->tty_fg)
+		hp_info("agent", "stdin is a terminal: the workers stay in its "
+			"foreground process group");
+}
+
+/* Whatever is still a child of ours once the workers are reaped (left
+ * behind by a worker, re-parented to us) dies with the agent. */
+static void reap_leftovers(void)
+{
+	for (;;) {
+		hp_worker_signal_children(SIGKILL);
+		int status;
+		if (waitpid(-1, &status, 0) < 0 && errno != EINTR)
+			break; /* ECHILD: nothing is left */
+	}
+}
+
 int hp_agent_run(struct hp_agent *a)
 {
 	const struct hp_config *c = a->cfg;
@@ -1191,6 +1243,7 @@ int hp_agent_run(struct hp_agent *a)
 	}
 	a->restart_mode = c->inprocess_restart ? "in_process_restart"
 					       : "process_level_restart";
+	set_tty_foreground(a);
 	if (start_server(a) < 0) {
 		a->exit_code = 1;
 		goto out;
@@ -1226,6 +1279,7 @@ out:
 				a->nrunning--;
 			}
 	}
+	reap_leftovers();
 	return a->exit_code;
 }
 

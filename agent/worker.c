@@ -4,9 +4,12 @@
  * (libuv's process.c does the same). Never reaps: that is agent.c's job. */
 #include "worker.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -18,8 +21,10 @@ static HP_NORETURN void child(const struct hp_spawn *sp, int errpipe,
 	int err;
 
 	/* Our own process group, so the agent signals the worker and every
-	 * process it starts at once, and a terminal's ^C reaches only us. */
-	setpgid(0, 0);
+	 * process it starts at once, and a terminal's ^C reaches only us;
+	 * at a terminal, the agent's (foreground) group instead. */
+	if (!sp->keep_pgrp)
+		setpgid(0, 0);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid() != parent)
 		_exit(127); /* the agent died before prctl took effect */
 
@@ -69,7 +74,8 @@ int hp_worker_spawn_begin(const struct hp_spawn *sp, pid_t *pid, int *errfd)
 
 	/* Also set the group from the parent: whichever runs first wins, and
 	 * a kill(-pid) right after we return must reach the child. */
-	setpgid(c, c);
+	if (!sp->keep_pgrp)
+		setpgid(c, c);
 	*pid = c;
 	*errfd = p[0];
 	return 0;
@@ -115,4 +121,52 @@ int hp_worker_signal(pid_t pgid, int sig)
 			return -errno;
 	}
 	return 0;
+}
+
+bool hp_worker_tty_foreground(void)
+{
+	if (!isatty(STDIN_FILENO))
+		return false;
+	pid_t fg = tcgetpgrp(STDIN_FILENO);
+	return fg > 0 && fg == getpgrp();
+}
+
+/* The parent pid in /proc/<pid>/stat, or -1. */
+static pid_t parent_of(const char *pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* "pid (comm) state ppid ...": comm may hold spaces and ')' */
+	char *p = strrchr(buf, ')');
+	if (!p || p[1] != ' ' || !p[2] || p[3] != ' ')
+		return -1;
+	return (pid_t)strtol(p + 4, NULL, 10);
+}
+
+int hp_worker_signal_children(int sig)
+{
+	DIR *d = opendir("/proc");
+	if (!d)
+		return 0;
+	pid_t me = getpid();
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		if (parent_of(e->d_name) != me)
+			continue;
+		if (kill((pid_t)strtol(e->d_name, NULL, 10), sig) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
 }

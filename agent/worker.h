@@ -7,6 +7,7 @@
 #ifndef HP_WORKER_H
 #define HP_WORKER_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "base/hp.h"
@@ -16,6 +17,10 @@ struct hp_spawn {
 	char *const *envp;
 	int stdout_fd;     /* dup2'd onto 1 in the child; -1 = inherit */
 	int stderr_fd;     /* dup2'd onto 2 in the child; -1 = inherit */
+	/* stay in the agent's process group instead of leading one: at a
+	 * terminal the workers must be in its foreground group, as under
+	 * torchrun, or input()/pdb stop them with SIGTTIN */
+	bool keep_pgrp;
 };
 
 /* Starts the child and returns 0 with *pid set once it has exec'd, or
@@ -31,8 +36,19 @@ int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid);
 int hp_worker_spawn_begin(const struct hp_spawn *sp, pid_t *pid, int *errfd);
 int hp_worker_spawn_end(pid_t pid, int errfd);
 
-/* Signals the worker's whole process group (dumb-init). ESRCH is not an
- * error. Returns 0 or -errno. */
+/* Signals the worker's whole process group (dumb-init), or the worker
+ * alone when it leads none (keep_pgrp: kill(-pid) finds no group, and no
+ * other group can carry its pid). ESRCH is not an error. Returns 0 or
+ * -errno. */
 int hp_worker_signal(pid_t pgid, int sig);
+
+/* Is stdin a terminal whose foreground process group is ours? Then the
+ * workers are spawned with keep_pgrp. */
+bool hp_worker_tty_foreground(void);
+
+/* Sends sig to every child of this process (found in /proc), so that
+ * processes a dead worker left behind, re-parented to us as subreaper or
+ * PID 1, do not outlive the agent. Returns how many were signalled. */
+int hp_worker_signal_children(int sig);
 
 #endif
