@@ -23,6 +23,7 @@ struct hp_resconf;
 struct hp_logmon;
 struct hp_metrics;
 struct hp_xnode;
+struct hp_c10d;
 
 enum stage {
 	STAGE_IDLE = 0,
@@ -39,6 +40,7 @@ enum after_stop {
 	AFTER_SHUTDOWN,  /* /shutdown: leave the loop, exit 0 */
 	AFTER_SIGNAL,    /* a terminating signal: exit 128+signo */
 	AFTER_RESPAWN,   /* IPR's process-level restart: spawn again, INIT */
+	AFTER_RDZV,      /* c10d: another node ended the round; rejoin */
 };
 
 /* What the IPR barrier wait is for. */
@@ -119,6 +121,8 @@ struct hp_agent {
 	bool spawned_once; /* a later spawn_group is a process restart */
 
 	bool tty_fg; /* workers stay in the terminal's foreground group */
+	struct hp_c10d *c10d; /* rdzv.c: NULL unless c10d across nodes */
+	bool rdzv_error;      /* the rendezvous failed: exit 1 once stopped */
 	bool loop_ready;
 	bool exiting;
 	int exit_code;
@@ -154,6 +158,22 @@ void ipr_worker_died(struct hp_agent *a);
 /* a process-level restart in IPR mode: kill, respawn, back to INIT */
 void ipr_process_level_restart(struct hp_agent *a, const char *why);
 void ipr_free_worker_data(struct hp_agent *a);
+
+/* rdzv.c: --rdzv-backend=c10d with --nnodes > 1 in local mode (the
+ * rendezvous of rendezvous/c10d.h). setup creates a->c10d when wanted (0,
+ * or -errno logged); begin joins the first round and starts the group
+ * when it closes; restart reports this node's failure and joins the next
+ * round; stopped is AFTER_RDZV (another node ended the round, or the
+ * rendezvous failed: exit 1); succeeded waits at the exit barrier, then
+ * finishes with 0. */
+struct hp_config;
+bool rdzv_wanted(const struct hp_config *c);
+int rdzv_setup(struct hp_agent *a);
+void rdzv_begin(struct hp_agent *a);
+void rdzv_restart(struct hp_agent *a);
+void rdzv_stopped(struct hp_agent *a);
+void rdzv_succeeded(struct hp_agent *a);
+void rdzv_teardown(struct hp_agent *a);
 
 /* xnode.c: the in-process restart across nodes (--inprocess-restart with
  * nnodes > 1). At every barrier, once every local rank is there: sets

@@ -586,7 +586,10 @@ static void local_restart_or_fail(struct hp_agent *a)
 			agent_fire(a, HP_EV_STOPPED, NULL, NULL);
 			agent_fire(a, HP_EV_START, NULL, NULL);
 		}
-		agent_begin_attempt(a);
+		if (a->c10d)
+			rdzv_restart(a); /* the other nodes restart too */
+		else
+			agent_begin_attempt(a);
 		return;
 	}
 	print_summary(a);
@@ -631,6 +634,9 @@ static void stopped(struct hp_agent *a)
 		break;
 	case AFTER_SIGNAL:
 		agent_finish(a, 128 + a->term_signal);
+		break;
+	case AFTER_RDZV:
+		rdzv_stopped(a);
 		break;
 	case AFTER_RESPAWN:
 		/* fresh processes wait at the barrier again: INIT */
@@ -713,8 +719,12 @@ static void job_succeeded(struct hp_agent *a)
 	hp_info("agent", "training succeeded");
 	agent_fire(a, HP_EV_SUCCEEDED, NULL, NULL);
 	a->stage = STAGE_IDLE;
-	if (a->cfg->mode == HP_MODE_LOCAL)
-		agent_finish(a, 0);
+	if (a->cfg->mode == HP_MODE_LOCAL) {
+		if (a->c10d)
+			rdzv_succeeded(a); /* torchrun's exit barrier */
+		else
+			agent_finish(a, 0);
+	}
 }
 
 static void aux_exited(struct hp_agent *a, int status)
@@ -1244,6 +1254,10 @@ int hp_agent_run(struct hp_agent *a)
 	a->restart_mode = c->inprocess_restart ? "in_process_restart"
 					       : "process_level_restart";
 	set_tty_foreground(a);
+	if (rdzv_setup(a) < 0) {
+		a->exit_code = 1;
+		goto out;
+	}
 	if (start_server(a) < 0) {
 		a->exit_code = 1;
 		goto out;
@@ -1256,7 +1270,10 @@ int hp_agent_run(struct hp_agent *a)
 	} else if (c->mode == HP_MODE_LOCAL) {
 		agent_fire(a, HP_EV_READY, NULL, NULL);
 		agent_fire(a, HP_EV_START, NULL, NULL);
-		agent_begin_attempt(a);
+		if (a->c10d)
+			rdzv_begin(a);
+		else
+			agent_begin_attempt(a);
 	} else {
 		agent_fire(a, HP_EV_READY, NULL, NULL);
 		hp_info("agent", "waiting for the operator's /start");
@@ -1295,6 +1312,7 @@ void hp_agent_free(struct hp_agent *a)
 	if (!a)
 		return;
 	hp_server_free(a->server, a->cfg->server_shutdown_timeout);
+	rdzv_teardown(a);
 	ipr_teardown(a);
 	hp_logs_free(a->logs);
 	hp_logmon_free(a->logmon);
