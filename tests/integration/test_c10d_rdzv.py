@@ -222,5 +222,64 @@ class C10d(harness.ProcessTest):
         self.assertExit(a, 143, timeout=30)
 
 
+# gloo across the nodes; rank CRASH_RANK raises on attempt 0 after joining
+# the process group, so every rank's collective fails and both nodes restart.
+GLOO = r"""
+import os, sys
+import torch
+import torch.distributed as dist
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
+if os.environ.get("CRASH_RANK") == str(rank) and attempt == "0":
+    raise RuntimeError("crash on purpose")
+t = torch.tensor([float(rank + 1)])
+dist.all_reduce(t)
+os.write(1, f"gloo rank {rank} world {world} attempt {attempt} sum {int(t.item())}\n".encode())
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+class C10dTorch(harness.ProcessTest):
+    def setUp(self):
+        if not harness.have_torch():
+            self.skipTest("no torch under /usr/bin/python3")
+        super().setUp()
+        self.worker = os.path.join(self.tmp, "gloo.py")
+        with open(self.worker, "w") as f:
+            f.write(GLOO)
+        self.port = harness.free_port()
+
+    def nodes(self, extra=(), env=None):
+        out = []
+        for i in range(2):
+            args = ["--nnodes=2", "--nproc-per-node=2", "--rdzv-backend=c10d",
+                    f"--rdzv-endpoint=127.0.0.1:{self.port}", *extra, self.worker]
+            out.append(self.agent(args, env=harness.base_env(
+                PYTHON=harness.SYSTEM_PYTHON, **(env or {})), label=f"n{i}"))
+        return out
+
+    def sums(self, runs, attempt):
+        got = []
+        for r in runs:
+            got += [m for m in r.matches(r"gloo rank (\d+) world (\d+) attempt (\d+) sum (\d+)")
+                    if m.group(3) == attempt]
+        return sorted((int(m.group(1)), int(m.group(2)), int(m.group(4))) for m in got)
+
+    def test_gloo_across_two_nodes(self):
+        runs = self.nodes()
+        for r in runs:
+            self.assertExit(r, 0, timeout=240)
+        self.assertEqual(self.sums(runs, "0"), [(k, 4, 10) for k in range(4)])
+
+    def test_gloo_crash_restarts_both_nodes(self):
+        runs = self.nodes(["--max-restarts=1"], {"CRASH_RANK": "3"})
+        for r in runs:
+            self.assertExit(r, 0, timeout=240)
+        self.assertEqual(self.sums(runs, "1"), [(k, 4, 10) for k in range(4)])
+        self.assertEqual(self.sums(runs, "0"), [])
+
+
 if __name__ == "__main__":
     harness.main()
