@@ -158,10 +158,11 @@ class Terminal(harness.ProcessTest):
 
     def test_ctrl_c_at_the_terminal_leaves_nothing(self):
         # ^C reaches the whole foreground group; a grandchild that ignores
-        # SIGINT and outlives its worker is killed by pid when the agent ends.
+        # SIGINT (and the SIGHUP of the session's end) and outlives its
+        # worker is killed by pid when the agent ends.
         w = self.script("w.py", "import os, subprocess, sys, time\n"
                         "c = subprocess.Popen([sys.executable, '-c', 'import os, signal, time; "
-                        "signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                        "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGHUP, signal.SIG_IGN); "
                         "print(\"ready pid\", os.getpid(), flush=True); time.sleep(600)'])\n"
                         "print('worker pid', os.getpid(), flush=True)\n"
                         "time.sleep(600)\n")
