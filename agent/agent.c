@@ -240,6 +240,37 @@ static void free_strv(char **v)
 	free(v);
 }
 
+/* torch 2.x --virtual-local-rank: every worker sees its own GPU as device
+ * 0 and LOCAL_RANK=0; the GPU is the local_rank-th of the agent's
+ * CUDA_VISIBLE_DEVICES, or local_rank itself when that is unset (a rank
+ * past the list keeps the whole list: torch refuses to start there, we
+ * warn). Fills two "K=V" strings. */
+static void virtual_local_rank_env(int local_rank, char **out)
+{
+	const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+	out[0] = xstrdup("LOCAL_RANK=0");
+	if (!vis) {
+		out[1] = xasprintf("CUDA_VISIBLE_DEVICES=%d", local_rank);
+		return;
+	}
+	const char *p = vis;
+	for (int i = 0; i < local_rank && p; i++) {
+		p = strchr(p, ',');
+		if (p)
+			p++;
+	}
+	if (!p) {
+		hp_warn("agent", "--virtual-local-rank: local rank %d is past "
+			"CUDA_VISIBLE_DEVICES=%s", local_rank, vis);
+		out[1] = xasprintf("CUDA_VISIBLE_DEVICES=%s", vis);
+		return;
+	}
+	while (*p == ' ')
+		p++;
+	size_t n = strcspn(p, ", ");
+	out[1] = xasprintf("CUDA_VISIBLE_DEVICES=%.*s", (int)n, p);
+}
+
 static char **rank_env(const struct hp_agent *a, int local_rank,
 		       const char *error_file)
 {
@@ -257,12 +288,15 @@ static char **rank_env(const struct hp_agent *a, int local_rank,
 		.use_agent_store = false,
 		.spare = a->ipc ? (int)a->spare : -1,
 	};
-	char *extra[2] = {NULL, NULL};
+	char *extra[4] = {NULL, NULL, NULL, NULL};
 	if (a->ipc)
 		extra[0] = xasprintf("HYPERPOD_ELASTICAGENT_SOCKET_SERVER_PATH=%s",
 				     hp_ipc_path(a->ipc));
+	if (c->virtual_local_rank)
+		virtual_local_rank_env(local_rank, &extra[a->ipc ? 1 : 0]);
 	char **env = hp_env_build(environ, &ri, local_rank, error_file, extra);
-	free(extra[0]);
+	for (size_t i = 0; i < HP_ARRAY_LEN(extra); i++)
+		free(extra[i]);
 	return env;
 }
 

@@ -680,9 +680,6 @@ static enum hp_parse_result convert_torch2(struct hp_config *cfg,
 		note_flag(cfg, raw, O_DUP_STDOUT_FILTERS, "(ignored)");
 	if (*raw->val[O_DUP_STDERR_FILTERS])
 		note_flag(cfg, raw, O_DUP_STDERR_FILTERS, "(ignored)");
-	if (cfg->virtual_local_rank)
-		note_flag(cfg, raw, O_VIRTUAL_LOCAL_RANK,
-			  "(ignored: LOCAL_RANK stays the local rank)");
 	if (unknown[0]) {
 		char *why = xasprintf("(unknown signal names skipped: %s)",
 				      unknown);
@@ -1067,7 +1064,8 @@ const char *hp_config_help(void)
 	       "  --local-ranks-filter R,..  ranks shown on the console (default: all)\n"
 	       "  torch 2.x, parsed, warned about when inert: --logs-specs NAME,\n"
 	       "  --event-log-handler NAME, --numa-binding MODE, --signals-to-handle\n"
-	       "  SIG,..., --duplicate-std{out,err}-filters F,..., --virtual-local-rank\n"
+	       "  SIG,..., --duplicate-std{out,err}-filters F,...\n"
+	       "  --virtual-local-rank       LOCAL_RANK=0, one GPU in CUDA_VISIBLE_DEVICES\n"
 	       "HyperPod:\n"
 	       "  --shutdown-signal {SIGTERM,SIGKILL}\n"
 	       "                             stops workers; SIGTERM is followed by SIGKILL\n"

@@ -367,7 +367,6 @@ static void test_torch2_flags(void **state)
 	assert_null(c.numa_binding);
 	assert_string_equal(c.event_log_handler, "console");
 	assert_non_null(strstr(c.accepted_note, "SIGFOO"));
-	assert_non_null(strstr(c.accepted_note, "--virtual_local_rank"));
 	assert_null(strstr(c.accepted_note, "--logs"));
 	hp_config_fini(&c);
 

@@ -366,6 +366,17 @@ class Torch2CommandLine(harness.ProcessTest):
             self.assertEqual(envs[0]["WORLD_SIZE"], "2")
             self.assertNotEqual(envs[0]["MASTER_PORT"], "29500")
 
+    def test_virtual_local_rank(self):
+        # torch 2.x: LOCAL_RANK=0 everywhere, each worker sees one GPU
+        for vis, want in (("3, 5", ["3", "5"]), (None, ["0", "1"])):
+            r = self.agent(["--nproc-per-node=2", "--virtual_local_rank", "--no-python",
+                            harness.helper("print-env")],
+                           env=harness.base_env(CUDA_VISIBLE_DEVICES=vis))
+            self.assertExit(r, 0)
+            envs = sorted(harness.parse_json_lines(r.output("out")), key=lambda e: e["RANK"])
+            self.assertEqual([e["LOCAL_RANK"] for e in envs], ["0", "0"])
+            self.assertEqual([e["CUDA_VISIBLE_DEVICES"] for e in envs], want)
+
     def test_bad_numa_binding_is_a_usage_error(self):
         r = self.agent(["--numa-binding", "all", "--no-python", "/bin/true"])
         self.assertExit(r, 2)
