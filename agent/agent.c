@@ -892,6 +892,10 @@ static void signal_cb(uv_signal_t *h, int signum)
 		return;
 	case SIGUSR1:
 	case SIGUSR2:
+		/* torch 2.x --signals-to-handle=...,SIGUSR1: it stops the
+		 * workers with it, as SIGTERM does; else HyperPod forwards */
+		if (a->cfg->signals_to_handle & (1ull << signum))
+			break;
 		hp_info("agent", "forwarding %s to the workers",
 			hp_signal_name(signum));
 		signal_all(a, signum);

@@ -377,6 +377,24 @@ class Torch2CommandLine(harness.ProcessTest):
             self.assertEqual([e["LOCAL_RANK"] for e in envs], ["0", "0"])
             self.assertEqual([e["CUDA_VISIBLE_DEVICES"] for e in envs], want)
 
+    def test_signals_to_handle_usr1_stops_the_workers(self):
+        # SLURM users add SIGUSR1: torchrun then stops the workers with it
+        r = self.agent(["--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+                        "--no-python", harness.helper("print-signals")],
+                       env=harness.base_env(HP_SIGNAL_LIMIT=1))
+        r.wait_line(r"ready pid \d+")
+        r.signal(signal.SIGUSR1)
+        self.assertExit(r, 128 + signal.SIGUSR1, timeout=30)
+        r.wait_line(rf"signal {int(signal.SIGUSR1)} rank")
+        r.wait_line(r"received SIGUSR1: stopping the workers")
+        # without it SIGUSR1 is forwarded and the job goes on (HyperPod)
+        r = self.agent(["--no-python", harness.helper("print-signals")],
+                       env=harness.base_env(HP_SIGNAL_LIMIT=1))
+        r.wait_line(r"ready pid \d+")
+        r.signal(signal.SIGUSR1)
+        r.wait_line(r"forwarding SIGUSR1 to the workers")
+        self.assertExit(r, 0, timeout=30)
+
     def test_bad_numa_binding_is_a_usage_error(self):
         r = self.agent(["--numa-binding", "all", "--no-python", "/bin/true"])
         self.assertExit(r, 2)
