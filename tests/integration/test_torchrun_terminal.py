@@ -163,8 +163,8 @@ class Terminal(harness.ProcessTest):
         w = self.script("w.py", "import os, subprocess, sys, time\n"
                         "c = subprocess.Popen([sys.executable, '-c', 'import os, signal, time; "
                         "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGHUP, signal.SIG_IGN); "
-                        "print(\"ready pid\", os.getpid(), flush=True); time.sleep(600)'])\n"
-                        "print('worker pid', os.getpid(), flush=True)\n"
+                        "os.write(1, (\"ready pid %d\\\\n\" % os.getpid()).encode()); time.sleep(600)'])\n"
+                        "os.write(1, ('worker pid %d\\n' % os.getpid()).encode())\n"
                         "time.sleep(600)\n")
         r = self.pty(["--nproc-per-node", "2", w], env=harness.base_env(PYTHON=PY))
         deadline = time.monotonic() + 20
@@ -199,7 +199,8 @@ class SecondSigint(harness.ProcessTest):
         w = os.path.join(self.tmp, "deaf.py")
         with open(w, "w") as f:
             f.write("import os, signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                    "print('ready pid', os.getpid(), flush=True)\ntime.sleep(600)\n")
+                    "os.write(1, ('ready pid %d\\n' % os.getpid()).encode())\n"
+                    "time.sleep(600)\n")
         r = self.agent(["--nproc-per-node", "2", "--shutdown-signal", "SIGTERM", w],
                        env=harness.base_env(PYTHON=PY))
         r.wait_lines(r"ready pid (\d+)", 2, timeout=20)
