@@ -62,6 +62,7 @@ struct hp_c10d {
 	uv_loop_t *loop;
 	struct hp_c10d_options o;
 	char *run_id;
+	char *run_hex;   /* the run id on the wire: hex, so any id will do */
 	char *local_addr;
 	char node_id[192];
 	struct sockaddr_storage ep;  /* where to connect */
@@ -379,7 +380,7 @@ static void serve(struct hp_c10d *c, struct conn *k)
 	for (int i = 0; i < (int)HP_ARRAY_LEN(req_names); i++)
 		if (strcmp(target + 6, req_names[i]) == 0)
 			kind = i;
-	char run[256] = "", round[16] = "";
+	char run[256] = "", round[16] = "";	/* run: hex, at most 200 */
 	if (kind < 0) {
 		answer(k, 404, "no such route");
 		return;
@@ -389,7 +390,7 @@ static void serve(struct hp_c10d *c, struct conn *k)
 		answer(k, 400, "node and run are required");
 		return;
 	}
-	if (strcmp(run, c->run_id) != 0) {
+	if (strcmp(run, c->run_hex) != 0) {
 		answer(k, 409, "another run id is served here");
 		return;
 	}
@@ -675,7 +676,7 @@ static void client_connected(uv_connect_t *r, int status)
 	char *text = xasprintf(
 		"GET /rdzv/%s?run=%s&node=%s&round=%d%s%s%s%s HTTP/1.0\r\n"
 		"Host: %s\r\n\r\n",
-		req_names[k->kind], c->run_id, c->node_id, k->round,
+		req_names[k->kind], c->run_hex, c->node_id, k->round,
 		free_port[0] ? "&port=" : "", free_port,
 		c->local_addr ? "&addr=" : "", c->local_addr ? c->local_addr : "",
 		c->ep_host);
@@ -720,11 +721,9 @@ void hp_c10d_fail(struct hp_c10d *c)
 		return;
 	client_request(c, REQ_FAIL);
 	c->my_round = -1;
-	if (c->watch) {
-		struct conn *w = c->watch;
-		c->watch = NULL;
-		conn_close(w);
-	}
+	/* the watch stays open (its drop would be a second, racing reason)
+	 * but its answer is no longer ours to act on */
+	c->watch = NULL;
 }
 
 void hp_c10d_done(struct hp_c10d *c)
@@ -793,11 +792,12 @@ struct hp_c10d *hp_c10d_new(uv_loop_t *loop, const struct hp_c10d_options *o)
 	for (char *p = c->node_id; *p; p++)
 		if (!safe_token((char[]){*p, 0}))
 			*p = '_';
-	if (!safe_token(c->run_id)) {
-		hp_error("rdzv", "--rdzv-id '%s': use letters, digits and "
-			 "-_.: only with the c10d backend", c->run_id);
-		goto fail;
-	}
+	size_t idlen = HP_MIN(strlen(c->run_id), (size_t)100);
+	c->run_hex = xmalloc(idlen * 2 + 1);
+	for (size_t i = 0; i < idlen; i++)
+		snprintf(c->run_hex + 2 * i, 3, "%02x",
+			 (unsigned char)c->run_id[i]);
+	c->run_hex[idlen * 2] = '\0';
 
 	/* host[:port], [v6]:port */
 	const char *ep = o->endpoint && *o->endpoint ? o->endpoint : "localhost";
@@ -919,6 +919,7 @@ void hp_c10d_free(struct hp_c10d *c)
 		uv_run(c->loop, UV_RUN_NOWAIT);
 	free(c->peers);
 	free(c->run_id);
+	free(c->run_hex);
 	free(c->local_addr);
 	free(c);
 }

@@ -212,7 +212,7 @@ class C10d(harness.ProcessTest):
             return int(head.split()[1]), body
         for line, code in (("GET /nope HTTP/1.0", 404),
                            ("GET /rdzv/join HTTP/1.0", 400),
-                           ("GET /rdzv/join?node=x&run=other HTTP/1.0", 409),
+                           ("GET /rdzv/join?node=x&run=6f74686572 HTTP/1.0", 409),
                            ("POST /rdzv/join HTTP/1.0", 404)):
             with self.subTest(line=line):
                 got, body = ask(line)
