@@ -14,15 +14,13 @@ test_compat_agent.py and test_wheel*.py against the real agent:
     is SEQ, that local rank sends hyperpod_send_fault(rank,
     RestartMode[MODE]); every rank then waits for the agent's job_fault
     and goes back to the barrier; every other run ends at once (exit 0);
-  * COMPAT_CKPT=1: checkpoint discovery instead (update, then
-    get_latest_checkpoint_path until the complete step shows).
+  * COMPAT_CKPT=1: checkpoint discovery in every run (checkpoints()).
 
 Prints "compat KIND {json}" lines on stdout (test_compat_agent.records)."""
 import json
 import os
 import sys
 import threading
-import time
 
 import hyperpod_elastic_agent
 from hyperpod_elastic_agent import TrainingManager
@@ -52,11 +50,14 @@ say("connected", module=os.path.dirname(hyperpod_elastic_agent.__file__),
     version=hyperpod_elastic_agent.__version__)
 
 
-def checkpoints():
-    """Both ranks report step 10; only rank 0 reports step 20, so 20 is
-    never complete and the agent must answer /ck/10."""
+def checkpoint_probe():
+    """A checkpoint discovery client and its first answer (None: nothing
+    complete yet), asked before the first barrier: the agent forgets
+    pending steps at every query with none complete, so no rank may ask
+    while another reports. False when the agent does not answer."""
     ck = TrainingManager.get_checkpoint_discovery_client(
-        "compat-job", num_model_checkpoints=int(os.environ["LOCAL_WORLD_SIZE"]))
+        "compat-job",
+        num_model_checkpoints=int(os.environ["LOCAL_WORLD_SIZE"]))
     got = []
     t = threading.Thread(target=lambda: got.append(
         ck.get_latest_checkpoint_path()), daemon=True)
@@ -64,19 +65,29 @@ def checkpoints():
     t.join(float(os.environ.get("COMPAT_CKPT_PROBE", "5")))
     if t.is_alive():
         say("ckpt-unanswered")
-        return
-    say("ckpt-first", path=got[0])
-    ck.update(10, "/ck/10", CheckpointType.MODEL_CHECKPOINT)
-    if LOCAL_RANK == 0:
-        ck.update(20, "/ck/20", CheckpointType.MODEL_CHECKPOINT)
-    deadline = time.monotonic() + T
-    while time.monotonic() < deadline:
-        path = ck.get_latest_checkpoint_path()
-        if path is not None:
-            say("ckpt", path=path)
-            return
-    say("ckpt-timeout")
+        return False
+    say("ckpt", seq=-1, path=got[0])
+    return ck
 
+
+def checkpoints(ck, seq):
+    """Across an in-process restart (COMPAT_FAULT=...:0): in run 0 both
+    ranks report step 10 and only rank 0 step 20, so 20 never completes;
+    in run 1 (every report reached the agent before the barrier released
+    it) the agent must answer /ck/10."""
+    if seq == 0:
+        ck.update(10, "/ck/10", CheckpointType.MODEL_CHECKPOINT)
+        if LOCAL_RANK == 0:
+            ck.update(20, "/ck/20", CheckpointType.MODEL_CHECKPOINT)
+    else:
+        say("ckpt", seq=seq, path=ck.get_latest_checkpoint_path())
+
+
+ck = None
+if os.environ.get("COMPAT_CKPT") == "1":
+    ck = checkpoint_probe()
+    if not ck:
+        sys.exit(0)
 
 if os.environ.get("COMPAT_WAIT_RANK") == "1":
     typ, body = client.hyperpod_wait_rank_info()
@@ -114,9 +125,8 @@ while True:
     say("run", run=runs, seq=seq, rank=rank, env=env,
         aggregate=body.get("aggregate_worker_data"))
     runs += 1
-    if os.environ.get("COMPAT_CKPT") == "1":
-        checkpoints()
-        break
+    if ck:
+        checkpoints(ck, seq)
     if mode and seq == int(fault_seq):
         if LOCAL_RANK == int(fault_lr):
             client.hyperpod_send_fault(rank, RestartMode[mode],
