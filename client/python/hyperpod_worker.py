@@ -155,21 +155,27 @@ def encode_message(msg_type, payload, local_rank, client_id):
 class FrameDecoder:
     """Splits a byte stream into frame payloads: feed() what recv()
     returned, get the complete payloads (several frames may come in one
-    read, one frame across several). A length over MAX_FRAME raises
-    OSError(EMSGSIZE): the stream cannot be trusted after it."""
+    read, one frame across several). A length over MAX_FRAME sets .error
+    (OSError(EMSGSIZE)): feed() still returns the frames before it, and
+    raises .error from then on, as the stream cannot be trusted after
+    it."""
 
     def __init__(self):
         self.buffer = bytearray()
+        self.error = None
 
     def feed(self, data):
+        if self.error is not None:
+            raise self.error
         self.buffer += data
         out = []
         while len(self.buffer) >= 4:
             (n,) = struct.unpack("!I", self.buffer[:4])
             if n > MAX_FRAME:
-                raise OSError(errno.EMSGSIZE,
-                              f"agent sent a {n}-byte frame, over the "
-                              f"{MAX_FRAME}-byte limit")
+                self.error = OSError(errno.EMSGSIZE,
+                                     f"agent sent a {n}-byte frame, over "
+                                     f"the {MAX_FRAME}-byte limit")
+                break
             if len(self.buffer) < 4 + n:
                 break
             out.append(bytes(self.buffer[4:4 + n]))
@@ -427,13 +433,11 @@ class AgentClient:
                 err = ConnectionResetError(errno.ECONNRESET,
                                            "agent closed the connection")
                 break
-            try:
-                bodies = decoder.feed(chunk)
-            except OSError as e:
-                err = e
-                break
-            for body in bodies:
+            for body in decoder.feed(chunk):
                 self._handle(body)
+            if decoder.error is not None:
+                err = decoder.error
+                break
         with self._lock:
             # Under the lock: whoever sees the hang-up also sees why.
             try:

@@ -230,8 +230,10 @@ class Surface(unittest.TestCase):
         for i in range(len(data)):  # one byte at a time
             out += f.process_data(data[i:i + 1])
         self.assertEqual(out, [b'{"a": 1}', b"xy"])
+        self.assertEqual(f.process_data(f.frame_message(b"z") + struct.pack(
+            "!I", hw.MAX_FRAME + 1)), [b"z"])
         with self.assertRaises(OSError):
-            f.process_data(struct.pack("!I", hw.MAX_FRAME + 1))
+            f.process_data(b"more")
 
 
 class NoAgent(unittest.TestCase):
@@ -437,8 +439,13 @@ class InProcessRestart(Base):
 
     def test_oversized_frame_from_the_agent_drops_the_connection(self):
         c, conn = self.ipr_client()
-        conn.sendall(struct.pack("!I", hw.MAX_FRAME + 1))
+        # the frame before it, in the same write, still arrives
+        conn.sendall(frame({"type": "job_rank_info", "client_id": c.client_id,
+                            "worker_envs": {}}) +
+                     struct.pack("!I", hw.MAX_FRAME + 1))
         SHARED._event_loop_thread.join(T)
+        self.assertEqual(c.hyperpod_wait_rank_info(timeout=0),
+                         ("job_rank_info", {"worker_envs": {}}))
         self.assertFalse(SHARED.running)
         with self.assertRaises(HyperPodIPCException):
             c.hyperpod_past_rcb_barrier()

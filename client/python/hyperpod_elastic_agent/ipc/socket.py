@@ -186,13 +186,11 @@ class HyperPodElasticAgentSocketClient(HyperPodElasticAgentSocket):
                 if self._sock is sock:
                     logger.error("Server connection closed")
                 break
-            try:
-                bodies = decoder.feed(data)
-            except OSError as ex:
-                logger.error("Socket error: %s", ex)
-                break
-            for body in bodies:
+            for body in decoder.feed(data):
                 self._dispatch(body)
+            if decoder.error is not None:
+                logger.error("Socket error: %s", decoder.error)
+                break
         # The agent went away (or disconnect() ran): the next connect()
         # dials again; sends fail until then.
         if self._sock is sock:

@@ -12,8 +12,9 @@ from .common import RestartMode
 
 class LengthPrefixMessageFramer:
     """frame_message(bytes) -> framed bytes; process_data(chunk) -> the
-    complete payloads so far. A frame over hyperpod_worker.MAX_FRAME
-    raises OSError (the reference has no limit; the agent has one)."""
+    complete payloads so far. After a length over
+    hyperpod_worker.MAX_FRAME (the reference has no limit; the agent has
+    one) it returns the frames before it, then raises OSError."""
 
     def __init__(self):
         self._decoder = _wire.FrameDecoder()
@@ -28,7 +29,10 @@ class LengthPrefixMessageFramer:
         return _wire.frame(data)
 
     def process_data(self, data):
-        return self._decoder.feed(data)
+        out = self._decoder.feed(data)
+        if not out and self._decoder.error is not None:
+            raise self._decoder.error
+        return out
 
 
 # The agent's bookkeeping types, for code that imports them; hyperpodrun's
