@@ -19,6 +19,10 @@ Typical use::
 
     train()                         # barrier -> run -> fault -> barrier ...
 
+The wire format (encode_message, FrameDecoder, decode_message) is written
+once, here: the hyperpod_elastic_agent compatibility package, which
+offers the reference's own API over the same socket, uses it too.
+
 One daemon thread per client reads the socket; it queues agent
 notifications for poll_event() (fileno() is readable while any wait) and
 runs on_fault() callbacks.
