@@ -19,6 +19,10 @@ Typical use::
 
     train()                         # barrier -> run -> fault -> barrier ...
 
+The wire format (encode_message, FrameDecoder, decode_message) is written
+once, here: the hyperpod_elastic_agent compatibility package, which
+offers the reference's own API over the same socket, uses it too.
+
 One daemon thread per client reads the socket; it queues agent
 notifications for poll_event() (fileno() is readable while any wait) and
 runs on_fault() callbacks.
@@ -39,10 +43,14 @@ import uuid
 __all__ = [
     "AgentClient",
     "Event",
+    "FrameDecoder",
     "FaultInterrupt",
     "HyperPodIPCError",
     "MAX_FRAME",
     "SOCKET_ENV",
+    "decode_message",
+    "encode_message",
+    "frame",
     "restartable",
 ]
 
@@ -128,6 +136,74 @@ def frame(payload):
     return struct.pack("!I", len(payload)) + payload
 
 
+# --- the wire format, once for both faces (this module and the
+# hyperpod_elastic_agent compatibility package) ---------------------------
+
+def encode_message(msg_type, payload, local_rank, client_id):
+    """The framed bytes of one worker -> agent message, as the reference's
+    sendall builds them: the payload's own keys, then type, local_rank and
+    client_id (keys already present keep their place), json.dumps() with
+    its default separators. Raises OSError(EMSGSIZE) over MAX_FRAME."""
+    msg = dict(payload)
+    msg["type"] = msg_type
+    msg["local_rank"] = local_rank
+    msg["client_id"] = client_id
+    data = json.dumps(msg).encode("utf-8")
+    if len(data) > MAX_FRAME:
+        raise OSError(errno.EMSGSIZE,
+                      f"{msg_type} message of {len(data)} bytes is over "
+                      f"the {MAX_FRAME}-byte limit")
+    return frame(data)
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame payloads: feed() what recv()
+    returned, get the complete payloads (several frames may come in one
+    read, one frame across several). A length over MAX_FRAME sets .error
+    (OSError(EMSGSIZE)): feed() still returns the frames before it, and
+    raises .error from then on, as the stream cannot be trusted after
+    it."""
+
+    def __init__(self):
+        self.buffer = bytearray()
+        self.error = None
+
+    def feed(self, data):
+        if self.error is not None:
+            raise self.error
+        self.buffer += data
+        out = []
+        while len(self.buffer) >= 4:
+            (n,) = struct.unpack("!I", self.buffer[:4])
+            if n > MAX_FRAME:
+                self.error = OSError(errno.EMSGSIZE,
+                                     f"agent sent a {n}-byte frame, over "
+                                     f"the {MAX_FRAME}-byte limit")
+                break
+            if len(self.buffer) < 4 + n:
+                break
+            out.append(bytes(self.buffer[4:4 + n]))
+            del self.buffer[:4 + n]
+        return out
+
+
+def decode_message(body):
+    """(type, client_id, rest) of one agent -> worker payload, or None when
+    it is not a JSON object with both (the reference skips those)."""
+    try:
+        msg = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        log.warning("skipping a malformed message from the agent")
+        return None
+    if not isinstance(msg, dict):
+        return None
+    msg_type = msg.pop("type", None)
+    client_id = msg.pop("client_id", None)
+    if not msg_type or not client_id:
+        return None
+    return msg_type, client_id, msg
+
+
 class AgentClient:
     """A connection to the agent's IPC socket.
 
@@ -210,19 +286,12 @@ class AgentClient:
     def _send(self, msg_type, payload):
         # The reference's sendall: the payload's own keys, then type,
         # local_rank and client_id (already present keys keep their place).
-        msg = dict(payload)
-        msg["type"] = msg_type
-        msg["local_rank"] = self.local_rank
-        msg["client_id"] = self.client_id
-        data = json.dumps(msg).encode("utf-8")
-        if len(data) > MAX_FRAME:
-            raise OSError(errno.EMSGSIZE,
-                          f"{msg_type} message of {len(data)} bytes is over "
-                          f"the {MAX_FRAME}-byte limit")
+        data = encode_message(msg_type, payload, self.local_rank,
+                              self.client_id)
         if self._sock is None:
             raise HyperPodIPCError("not connected")
         with self._send_lock:
-            self._sock.sendall(frame(data))
+            self._sock.sendall(data)
 
     def _rank(self, rank):
         return int(os.environ.get("RANK", "0")) if rank is None else int(rank)
@@ -348,7 +417,7 @@ class AgentClient:
         self._ev_set = want
 
     def _reader(self):
-        buf = b""
+        decoder = FrameDecoder()
         err = None
         while True:
             try:
@@ -368,19 +437,10 @@ class AgentClient:
                 err = ConnectionResetError(errno.ECONNRESET,
                                            "agent closed the connection")
                 break
-            buf += chunk
-            while len(buf) >= 4:
-                (n,) = struct.unpack("!I", buf[:4])
-                if n > MAX_FRAME:
-                    err = OSError(errno.EMSGSIZE,
-                                  f"agent sent a {n}-byte frame, over the "
-                                  f"{MAX_FRAME}-byte limit")
-                    break
-                if len(buf) < 4 + n:
-                    break
-                body, buf = buf[4:4 + n], buf[4 + n:]
+            for body in decoder.feed(chunk):
                 self._handle(body)
-            if err is not None:
+            if decoder.error is not None:
+                err = decoder.error
                 break
         with self._lock:
             # Under the lock: whoever sees the hang-up also sees why.
@@ -395,15 +455,10 @@ class AgentClient:
     def _handle(self, body):
         # Like the reference: invalid JSON, and messages without type or
         # client_id, are skipped; so are other clients' messages.
-        try:
-            msg = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            log.warning("skipping a malformed message from the agent")
+        decoded = decode_message(body)
+        if decoded is None:
             return
-        if not isinstance(msg, dict):
-            return
-        msg_type = msg.pop("type", None)
-        client_id = msg.pop("client_id", None)
+        msg_type, client_id, msg = decoded
         if msg_type not in _KINDS or client_id != self.client_id:
             return
         ev = Event(_KINDS[msg_type], msg)
