@@ -119,6 +119,15 @@ static void route_metrics(struct hp_server *s, struct evhttp_request *req)
 				    "route=\"%s\",code=\"%d\"} %llu\n",
 				    c->route, c->code, c->n);
 	}
+	evbuffer_add_printf(b,
+			    "# HELP hyperpodrun_console_dropped_lines_total "
+			    "Lines for the agent's stdout/stderr dropped "
+			    "because nobody read them fast enough (log files "
+			    "keep them).\n"
+			    "# TYPE hyperpodrun_console_dropped_lines_total "
+			    "counter\n"
+			    "hyperpodrun_console_dropped_lines_total %llu\n",
+			    hp_console_dropped());
 	size_t len = evbuffer_get_length(b);
 	hp_srv_reply(s, req, 200, "text/plain; version=0.0.4; charset=utf-8",
 		     (const char *)evbuffer_pullup(b, -1), len);
