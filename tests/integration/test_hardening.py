@@ -1,0 +1,174 @@
+"""Issue 12: PID 1 never blocks, no request or client can exhaust it, IPC
+and files are locked down. Each case drives the real hyperpodrun binary
+over real pipes and sockets and would fail on the code before the fix:
+
+  * a stdout or a stderr nobody reads (a pipe left full) while a worker
+    crashes and SIGTERM arrives: the restart and the exit happen on time,
+    /status answers, the dropped lines are counted in /metrics and the log
+    files keep every line;
+  * a log line forged through a request string comes out escaped;
+  * single-node local mode listens on 127.0.0.1 unless told otherwise.
+
+Synchronisation is on HTTP answers and exit statuses with deadlines; the
+only loops poll /status or /metrics until a deadline, as the operator
+does."""
+
+import glob
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+import harness
+import hp_operator as op
+
+T = 60.0
+
+
+def metric(port, name, timeout=2.0):
+    """The value of an unlabelled or labelled sample line 'name value'."""
+    r = op.request(port, "GET", "/metrics", timeout=timeout)
+    for line in r.body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def poll_until(fn, timeout, what):
+    """fn() until it returns something true, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except OSError as e:  # not listening yet
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+class StalledConsole(harness.ProcessTest):
+    """§1: the loop and server threads never block on our stdout/stderr."""
+
+    WORKER = r"""
+seq 1 200000
+seq 1 200000 >&2
+if [ "$TORCHELASTIC_RESTART_COUNT" = 0 ]; then exit 3; fi
+exec sleep 3600
+"""
+
+    def run_stalled(self, stalled):
+        port = harness.free_port()
+        script = os.path.join(self.tmp, "w.sh")
+        with open(script, "w") as f:
+            f.write(self.WORKER)
+        logdir = os.path.join(self.tmp, "logs")
+        seen = open(os.path.join(self.tmp, "seen"), "wb")
+        pipe = subprocess.PIPE
+        argv = [harness.hyperpodrun(), "--server-host", "127.0.0.1",
+                "--server-port", str(port), "--max-restarts", "1",
+                "--tee", "3", "--log-dir", logdir, "--no-python", "sh", script]
+        p = subprocess.Popen(argv, env=harness.base_env(), cwd=self.tmp,
+                             stdin=subprocess.DEVNULL,
+                             stdout=pipe if "out" in stalled else seen,
+                             stderr=pipe if "err" in stalled else seen,
+                             start_new_session=True)
+        harness.TRACKER.popen_pids.add(p.pid)
+        try:
+            t0 = time.monotonic()
+            # attempt 0 prints 400,000 lines into a full pipe, exits 3 and
+            # is restarted: the restart must not wait for the reader
+            poll_until(lambda: metric(port, 'hyperpodrun_restarts_total{mode="process"}') == 1
+                       and op.status(port, timeout=2)["status"] == "running",
+                       30, "the restart with a stalled console")
+            restarted = time.monotonic() - t0
+            dropped = metric(port, "hyperpodrun_console_dropped_lines_total")
+            self.assertGreater(dropped, 0)
+            for _ in range(5):
+                t = time.monotonic()
+                op.status(port, timeout=2)
+                self.assertLess(time.monotonic() - t, 1.0)
+            t = time.monotonic()
+            p.send_signal(signal.SIGTERM)
+            rc = p.wait(15)
+            took = time.monotonic() - t
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            for f in (p.stdout, p.stderr):
+                if f:
+                    f.close()
+            seen.close()
+        print(f"stalled {stalled}: restart seen after {restarted:.2f}s, "
+              f"{dropped:.0f} lines dropped, exit {rc} {took:.2f}s after SIGTERM")
+        self.assertEqual(rc, -signal.SIGTERM if rc < 0 else 143)
+        self.assertLess(took, 10.0)
+        # the files keep everything the console dropped
+        for name in ("stdout.log", "stderr.log"):
+            files = glob.glob(os.path.join(logdir, "*", "attempt_0", "0", name))
+            self.assertEqual(len(files), 1, files)
+            with open(files[0], "rb") as f:
+                self.assertEqual(f.read().count(b"\n"), 200000)
+
+    def test_stdout_stalled(self):
+        self.run_stalled("out")
+
+    def test_stderr_stalled(self):
+        self.run_stalled("err")
+
+    def test_both_stalled(self):
+        self.run_stalled("out+err")
+
+
+class LogInjection(harness.ProcessTest):
+    """§7: control characters from a request never reach the log raw."""
+
+    def test_forged_line_escaped(self):
+        r = self.agent(["--nnodes", "2", "--no-python", "sleep", "3600"])
+        port = int(r.wait_line(r"listening on http://127\.0\.0\.1:(\d+)", T).group(1))
+        forged = "10.0.0.1\n[hyperpodrun] ERROR agent 1: forged\x1b[2J\r"
+        rep = op.request(port, "POST", "/start", {
+            "rank": 0, "nnodes": 2, "faultCount": 0,
+            "master_addr": forged, "master_port": 29500,
+            "restart_mode": "x\ny"})
+        # whatever the agent answers, nothing it logs may start a line
+        # we did not write, or carry ESC/CR
+        op.request(port, "POST", "/shutdown", {})
+        self.assertExit(r, (0, 1, 143), T)
+        self.assertFalse(r.matches(r"^\[hyperpodrun\] ERROR agent 1: forged"),
+                         r.text())
+        for line in r.output("err"):
+            self.assertNotIn("\x1b", line)
+            self.assertNotIn("\r", line)
+        self.assertTrue(r.matches(r"10\.0\.0\.1\\n\[hyperpodrun\] ERROR agent 1: forged\\x1b"),
+                        f"the escaped address is logged; got:\n{r.text()} ({rep})")
+
+
+class ServerHostDefault(harness.ProcessTest):
+    """§11: single-node local mode keeps the unauthenticated API on
+    loopback; operator mode keeps 0.0.0.0 as the reference does."""
+
+    def test_local_mode_loopback(self):
+        r = self.agent(["--server-port", "0", "--no-python", "sleep", "3600"],
+                       server=False)
+        port = int(r.wait_line(r"listening on http://127\.0\.0\.1:(\d+)", T).group(1))
+        op.request(port, "POST", "/shutdown", {})
+        self.assertExit(r, (0, 143), T)
+
+    def test_operator_mode_any(self):
+        r = self.agent(["--server-port", "0", "--nnodes", "2", "--no-python",
+                        "sleep", "3600"], server=False)
+        port = int(r.wait_line(r"listening on http://0\.0\.0\.0:(\d+)", T).group(1))
+        op.request(port, "POST", "/shutdown", {})
+        self.assertExit(r, (0, 143), T)
+
+
+if __name__ == "__main__":
+    harness.main()
