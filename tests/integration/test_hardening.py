@@ -151,6 +151,40 @@ class LogInjection(harness.ProcessTest):
                         f"the escaped address is logged; got:\n{r.text()} ({rep})")
 
 
+def vm_kib(pid, field):
+    return int(harness.proc_status_field(pid, field).split()[0])
+
+
+class RequestCost(harness.ProcessTest):
+    """§2: a 1 MiB /start body of 349k bad rankIps entries used to answer
+    69 MB and push the agent from 3 MB to 990 MB; now the reply is a few
+    KiB and the peak RSS moves by a small multiple of the body."""
+
+    def test_amplification_bounded(self):
+        r = self.agent(["--nnodes", "2", "--no-python", "sleep", "3600"])
+        port = int(r.wait_line(r"listening on http://127\.0\.0\.1:(\d+)", T).group(1))
+        body = '{"rank":0,"nnodes":2,"faultCount":0,"master_addr":"a",' \
+               '"master_port":1,"rankIps":[' + ",".join(["{}"] * 349000) + "]}"
+        self.assertLess(len(body), 1024 * 1024)
+        before = vm_kib(r.pid, "VmHWM")
+        t = time.monotonic()
+        rep = op.request(port, "POST", "/start", raw=body, timeout=30)
+        took = time.monotonic() - t
+        after = vm_kib(r.pid, "VmHWM")
+        print(f"amplification: reply {len(rep.body)} bytes in {took:.2f}s, "
+              f"VmHWM {before} -> {after} KiB")
+        self.assertEqual(rep.code, 422)
+        self.assertEqual(len(rep.json()["detail"]), 20)
+        self.assertLess(len(rep.body), 16 * 1024)
+        # cJSON's tree of 349k objects is ~25x the body; 990 MB before
+        self.assertLess(after - before, 96 * 1024)
+        t = time.monotonic()
+        op.status(port, timeout=2)
+        self.assertLess(time.monotonic() - t, 1.0)
+        op.request(port, "POST", "/shutdown", {})
+        self.assertExit(r, (0, 143), T)
+
+
 class ServerHostDefault(harness.ProcessTest):
     """§11: single-node local mode keeps the unauthenticated API on
     loopback; operator mode keeps 0.0.0.0 as the reference does."""
