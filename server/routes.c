@@ -128,6 +128,26 @@ static void route_metrics(struct hp_server *s, struct evhttp_request *req)
 			    "counter\n"
 			    "hyperpodrun_console_dropped_lines_total %llu\n",
 			    hp_console_dropped());
+	evbuffer_add_printf(b,
+			    "# HELP hyperpodrun_http_connections HTTP "
+			    "connections open now (this one included).\n"
+			    "# TYPE hyperpodrun_http_connections gauge\n"
+			    "hyperpodrun_http_connections %d\n"
+			    "# HELP hyperpodrun_http_connections_limit The most "
+			    "HTTP connections open at once (RLIMIT_NOFILE/2).\n"
+			    "# TYPE hyperpodrun_http_connections_limit gauge\n"
+			    "hyperpodrun_http_connections_limit %d\n"
+			    "# HELP hyperpodrun_http_connections_closed_total "
+			    "HTTP connections closed by the agent: no whole "
+			    "request within the deadline, or past the limit.\n"
+			    "# TYPE hyperpodrun_http_connections_closed_total "
+			    "counter\n"
+			    "hyperpodrun_http_connections_closed_total{reason="
+			    "\"deadline\"} %llu\n"
+			    "hyperpodrun_http_connections_closed_total{reason="
+			    "\"limit\"} %llu\n",
+			    s->n_conns, s->max_conns, s->closed_deadline,
+			    s->closed_limit);
 	size_t len = evbuffer_get_length(b);
 	hp_srv_reply(s, req, 200, "text/plain; version=0.0.4; charset=utf-8",
 		     (const char *)evbuffer_pullup(b, -1), len);

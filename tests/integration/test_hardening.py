@@ -185,6 +185,85 @@ class RequestCost(harness.ProcessTest):
         self.assertExit(r, (0, 143), T)
 
 
+class Connections(harness.ProcessTest):
+    """§3: HTTP clients cannot starve the supervisor of descriptors, and a
+    client trickling header bytes is not kept for ever."""
+
+    def test_fd_starvation_restart_unaffected(self):
+        # 128 descriptors; 200 idle connections held open by a client.
+        # Before: accept took them all, the restart's pipes failed with
+        # EMFILE and --max-restarts burned in under a second.
+        fifo = os.path.join(self.tmp, "go")
+        os.mkfifo(fifo)
+        script = os.path.join(self.tmp, "w.sh")
+        with open(script, "w") as f:
+            f.write('echo "attempt $TORCHELASTIC_RESTART_COUNT up"\n'
+                    'if [ "$TORCHELASTIC_RESTART_COUNT" = 0 ]; then\n'
+                    f'  cat {fifo} >/dev/null; exit 1\nfi\n'
+                    'exec sleep 3600\n')
+        r = self.agent(["--nproc-per-node", "2", "--max-restarts", "3",
+                        "--no-python", "sh", script],
+                       wrapper=["prlimit", "--nofile=128"])
+        port = int(r.wait_line(r"listening on http://127\.0\.0\.1:(\d+)", T).group(1))
+        r.wait_lines(r"attempt 0 up", 2, T)
+        socks = []
+        try:
+            for _ in range(200):
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            # still answering (a newcomer replaces the longest idle one)
+            limit = metric(port, "hyperpodrun_http_connections_limit", timeout=5)
+            self.assertLessEqual(metric(port, "hyperpodrun_http_connections", timeout=5),
+                                 limit)
+            nfd = len(os.listdir(f"/proc/{r.pid}/fd"))
+            print(f"fd starvation: limit {limit:.0f} connections, {nfd} fds open")
+            self.assertLess(nfd, 128 - 32)
+            with open(fifo, "w"):
+                pass  # both workers of attempt 0 exit 1
+            r.wait_lines(r"attempt 1 up", 2, 20)
+            st = op.status(port, timeout=5)
+            self.assertEqual(st["status"], "running")
+            self.assertEqual(metric(port, 'hyperpodrun_restarts_total{mode="process"}',
+                                    timeout=5), 1)
+        finally:
+            for sk in socks:
+                sk.close()
+        self.assertFalse(r.matches(r"cannot start worker|Too many open files"), r.text())
+        op.request(port, "POST", "/shutdown", {})
+        self.assertExit(r, (0, 143), T)
+
+    def test_slow_header_closed(self):
+        r = self.agent(["--nnodes", "2", "--no-python", "sleep", "3600"])
+        port = int(r.wait_line(r"listening on http://127\.0\.0\.1:(\d+)", T).group(1))
+        sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+        t0 = time.monotonic()
+        closed = None
+        try:
+            for ch in b"GET /status HTTP/1.1\r\nX-Slow: " + b"a" * 100:
+                try:
+                    sk.sendall(bytes([ch]))
+                except OSError:
+                    closed = time.monotonic() - t0
+                    break
+                # a byte well within evhttp's 5 s idle timeout each time
+                sk.settimeout(0.5)
+                try:
+                    if sk.recv(1) == b"":
+                        closed = time.monotonic() - t0
+                        break
+                except socket.timeout:
+                    pass
+                if time.monotonic() - t0 > 20:
+                    break
+        finally:
+            sk.close()
+        print(f"slow header: closed after {closed}")
+        self.assertIsNotNone(closed, "a trickling client was kept 20 s")
+        self.assertLess(closed, 13.0)
+        self.assertGreaterEqual(metric(port, 'hyperpodrun_http_connections_closed_total{reason="deadline"}'), 1)
+        op.request(port, "POST", "/shutdown", {})
+        self.assertExit(r, (0, 143), T)
+
+
 class ServerHostDefault(harness.ProcessTest):
     """§11: single-node local mode keeps the unauthenticated API on
     loopback; operator mode keeps 0.0.0.0 as the reference does."""
