@@ -150,6 +150,9 @@ static void start_wait(struct hp_agent *a, enum ipr_wait why)
 
 void ipr_group_spawned(struct hp_agent *a)
 {
+	/* only a worker's own process group may speak for its rank */
+	for (int i = 0; i < a->nproc; i++)
+		hp_ipc_set_rank_pgid(a->ipc, i, a->workers[i].pid);
 	hp_ipc_reset_states(a->ipc);
 	clear_rank_reports(a);
 	start_wait(a, IPR_WAIT_INIT);

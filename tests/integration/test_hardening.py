@@ -17,9 +17,11 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import unittest
 
@@ -261,6 +263,128 @@ class Connections(harness.ProcessTest):
         self.assertLess(closed, 13.0)
         self.assertGreaterEqual(metric(port, 'hyperpodrun_http_connections_closed_total{reason="deadline"}'), 1)
         op.request(port, "POST", "/shutdown", {})
+        self.assertExit(r, (0, 143), T)
+
+
+IPC_WORKER = r"""
+import json, os, socket, struct, sys, time
+def frame(o):
+    b = json.dumps(o).encode()
+    return struct.pack("!I", len(b)) + b
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(os.environ["HYPERPOD_ELASTICAGENT_SOCKET_SERVER_PATH"])
+lr = int(os.environ["LOCAL_RANK"])
+s.sendall(frame({"type": "init", "client_id": "w%d" % lr, "local_rank": lr}))
+s.sendall(frame({"type": "at_rcb_barrier", "client_id": "w%d" % lr, "local_rank": lr}))
+print("worker %d at the barrier, never reading" % lr, flush=True)
+time.sleep(3600)   # holds the socket and never reads it
+"""
+
+FORGE = r"""
+import json, socket, struct, sys
+def frame(o):
+    b = json.dumps(o).encode()
+    return struct.pack("!I", len(b)) + b
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("connect refused:", e.strerror, flush=True)
+    sys.exit(0)
+for m in ({"type": "init", "client_id": "w0", "local_rank": 0},
+          {"type": "job_fault", "client_id": "w0", "local_rank": 0,
+           "rank": 0, "reason": "forged"},
+          {"type": "job_data", "client_id": "x", "local_rank": 1,
+           "rank": 7, "data": "forged"}):
+    try:
+        s.sendall(frame(m))
+    except OSError:
+        break
+if len(sys.argv) < 3:
+    sys.exit(0)
+s.settimeout(10)
+try:
+    print("peer closed" if s.recv(1) == b"" else "got data", flush=True)
+except OSError as e:
+    print("peer closed:", e, flush=True)
+"""
+
+
+class IPCLockDown(harness.ProcessTest):
+    """§5, §6: the IPC socket is 0600 whatever the umask, refuses other
+    uids, only a worker's own process speaks for its rank, and a client
+    that never reads is dropped instead of growing the agent."""
+
+    def boot(self):
+        worker = os.path.join(self.tmp, "ipc_worker.py")
+        with open(worker, "w") as f:
+            f.write(IPC_WORKER)
+        self.forge = os.path.join(self.tmp, "forge.py")
+        with open(self.forge, "w") as f:
+            f.write(FORGE)
+        r = self.agent(["--rdzv-backend=hyperpod", "--nnodes=1",
+                        "--nproc-per-node", "2", "--inprocess-restart",
+                        "--no-python", sys.executable, worker],
+                       env=harness.base_env(TMPDIR=self.tmp),
+                       wrapper=["sh", "-c", 'umask 000; exec "$@"', "sh"])
+        port = int(r.wait_line(r"operator API listening on http://127\.0\.0\.1:(\d+)", T).group(1))
+        path = r.wait_line(r"worker IPC listening on (\S+)$", T).group(1)
+        r.wait_lines(r"at the barrier, never reading", 2, T)
+        op.wait_state(port, "ready", T)
+        op.start(port, 0, 1, 0, "127.0.0.1", 29500)
+        op.wait_state(port, "running", T)
+        return r, port, path
+
+    def forge_run(self, path, *wrapper, wait_close=False):
+        p = subprocess.run(list(wrapper) + [sys.executable, self.forge, path]
+                           + (["wait-close"] if wait_close else []),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30, env=harness.base_env())
+        return p.stdout.decode()
+
+    def test_mode_uid_and_rank_ownership(self):
+        r, port, path = self.boot()
+        st = os.stat(path)
+        self.assertEqual(st.st_mode & 0o777, 0o600, oct(st.st_mode))
+        # a stranger of our uid: connected, but refused for ranks it does
+        # not own (before: its job_fault faulted the job)
+        out = self.forge_run(path)
+        r.wait_line(r"init for local rank 0 refused: pid \d+ is not in that worker's", T)
+        r.wait_line(r"job_fault for local rank 0 refused", T)
+        r.wait_line(r"job_data for local rank 1 refused", T)
+        self.assertEqual(op.status(port)["status"], "running", out)
+        self.assertFalse(r.matches(r"reported a fault|forged"), r.text())
+        # another uid: the 0600 mode keeps it out; with the mode opened
+        # (as root), SO_PEERCRED still does
+        if os.geteuid() != 0 or not shutil.which("setpriv"):
+            self.skipTest("needs root and setpriv for another uid")
+        other = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+        os.chmod(self.tmp, 0o755)  # the socket's own mode is the gate
+        os.chmod(self.forge, 0o644)
+        out = self.forge_run(path, *other)
+        self.assertIn("connect refused", out)
+        os.chmod(path, 0o666)
+        out = self.forge_run(path, *other, wait_close=True)
+        r.wait_line(r"refusing client \d+: pid \d+ runs as uid 65534", T)
+        self.assertIn("peer closed", out)
+        self.assertEqual(op.status(port)["status"], "running")
+        op.shutdown(port)
+        self.assertExit(r, (0, 143), T)
+
+    def test_non_reading_client_dropped(self):
+        r, port, path = self.boot()
+        before = vm_kib(r.pid, "VmRSS")
+        blob = {"blob": "x" * 900_000}
+        for i in range(40):
+            op.update(port, 0, 1, 0, "127.0.0.1", 29500, worker_data=blob,
+                      timeout=30)
+            if r.matches(r"dropping client \d+: \d+ bytes queued"):
+                break
+        r.wait_line(r"dropping client \d+: \d+ bytes queued to it and not read", T)
+        after = vm_kib(r.pid, "VmRSS")
+        print(f"non-reading IPC client: VmRSS {before} -> {after} KiB after {i + 1} updates")
+        self.assertLess(after - before, 64 * 1024)
+        op.shutdown(port)
         self.assertExit(r, (0, 143), T)
 
 
