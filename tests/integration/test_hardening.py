@@ -388,6 +388,34 @@ class IPCLockDown(harness.ProcessTest):
         self.assertExit(r, (0, 143), T)
 
 
+class ResourceConfigSymlink(harness.ProcessTest):
+    """§9: a symlink planted at the resource config's old temp name is not
+    written through; the config is written all the same."""
+
+    def test_symlink_not_followed(self):
+        rc = os.path.join(self.tmp, "rc")
+        os.mkdir(rc)
+        victim = os.path.join(self.tmp, "victim")
+        with open(victim, "w") as f:
+            f.write("keep")
+        os.symlink(victim, os.path.join(rc, "pod_resourceconfig.json.tmp"))
+        r = self.agent(["--rdzv-backend", "hyperpod", "--nnodes", "2",
+                        "--no-python", "sleep", "3600"],
+                       env=harness.base_env(HYPERPOD_RESOURCE_CONFIG_DIR=rc))
+        port = int(r.wait_line(r"listening on http://127\.0\.0\.1:(\d+)", T).group(1))
+        op.wait_state(port, "ready", T)
+        op.start(port, 0, 2, 0, "127.0.0.1", 29500, ipVersion="v1",
+                 rankIps=[{"rank": 0, "ip": "10.0.0.1"}, {"rank": 1, "ip": "10.0.0.2"}])
+        op.wait_state(port, "running", T)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "keep")
+        with open(os.path.join(rc, "pod_resourceconfig.json")) as f:
+            self.assertEqual(json.load(f)["ips"], ["10.0.0.1", "10.0.0.2"])
+        self.assertTrue(os.path.islink(os.path.join(rc, "pod_resourceconfig.json.tmp")))
+        op.shutdown(port)
+        self.assertExit(r, (0, 143), T)
+
+
 class ServerHostDefault(harness.ProcessTest):
     """§11: single-node local mode keeps the unauthenticated API on
     loopback; operator mode keeps 0.0.0.0 as the reference does."""
