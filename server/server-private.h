@@ -38,6 +38,17 @@ struct hp_srv_conn {
 	double since;         /* accepted, or its last reply written */
 	bool busy;            /* a request is being answered */
 	bool reply_in_flight; /* handed to evhttp, not yet written */
+	/* framing (server.c): each request head is held until complete and
+	 * checked before evhttp sees any of it */
+	struct bufferevent *bev;
+	struct evbuffer_cb_entry *in_cb; /* on the bufferevent's input */
+	struct evbuffer *hold;  /* head bytes not yet passed on */
+	unsigned long long body_left; /* body bytes to pass straight on */
+	bool validate;          /* false after a chunked body: evhttp's alone */
+	bool passing;           /* we are adding to the input ourselves */
+	bool discard;           /* rejected: drop whatever else comes */
+	int reject_code;        /* the synthetic request stands for this */
+	const char *reject_why;
 	struct hp_srv_conn *prev, *next;
 };
 

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -118,13 +119,16 @@ static const char *reason_of(int code)
 	case 409: return "Conflict";
 	case 410: return "Gone";
 	case 412: return "Precondition Failed";
+	case 413: return "Request Entity Too Large";
 	case 422: return "Unprocessable Entity";
 	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
 	}
 	return code < 500 ? "Client Error" : "Server Error";
 }
@@ -504,6 +508,244 @@ static void *server_main(void *arg)
 	return NULL;
 }
 
+/* ------------------------------------------------------------- framing */
+
+/* evhttp 2.1 answers framing errors itself with HTML (never counted),
+ * takes the first of two different Content-Lengths, answers CONNECT
+ * without a Content-Length on a kept-alive connection and reads no body
+ * for a GET with one (the bytes become the next request). So each request
+ * head is held back in c->hold until it is complete and checked here
+ * before evhttp sees a byte of it; a bad one is replaced by a synthetic
+ * request that on_request answers with {"detail": …} and closes. Bodies
+ * pass straight through (Content-Length bytes); after a chunked body the
+ * connection is left to evhttp alone. The input buffer's callback runs
+ * inside the read, before evhttp's read callback. */
+
+#define REJECTED_PATH "/-rejected-"
+#define SYNTHETIC "GET " REJECTED_PATH " HTTP/1.1\r\nConnection: close\r\n\r\n"
+
+static bool token_eq(const char *p, size_t n, const char *lit)
+{
+	return strlen(lit) == n && strncasecmp(p, lit, n) == 0;
+}
+
+/* 0, or the HTTP code and *why for a bad request line. */
+static int check_request_line(const char *p, size_t n, bool *may_body)
+{
+	static const char *const bodied[] = {"POST", "PUT", "PATCH"};
+	static const char *const plain[] = {"GET",    "HEAD",  "DELETE",
+					    "OPTIONS", "TRACE"};
+	const char *sp1 = memchr(p, ' ', n);
+	if (!sp1)
+		return 400;
+	const char *rest = sp1 + 1;
+	size_t rn = n - (size_t)(rest - p);
+	const char *sp2 = memchr(rest, ' ', rn);
+	if (!sp2 || sp2 == rest || sp1 == p)
+		return 400;
+	const char *ver = sp2 + 1;
+	size_t vn = n - (size_t)(ver - p);
+	if (memchr(ver, ' ', vn))
+		return 400;
+	size_t mn = (size_t)(sp1 - p);
+	if (vn == 8 && (memcmp(ver, "HTTP/1.1", 8) == 0 ||
+			memcmp(ver, "HTTP/1.0", 8) == 0))
+		;
+	else if (vn >= 5 && memcmp(ver, "HTTP/", 5) == 0)
+		return 505;
+	else
+		return 400;
+	*may_body = false;
+	for (size_t i = 0; i < HP_ARRAY_LEN(bodied); i++)
+		if (mn == strlen(bodied[i]) && memcmp(p, bodied[i], mn) == 0) {
+			*may_body = true;
+			return 0;
+		}
+	for (size_t i = 0; i < HP_ARRAY_LEN(plain); i++)
+		if (mn == strlen(plain[i]) && memcmp(p, plain[i], mn) == 0)
+			return 0;
+	if (mn == 7 && memcmp(p, "CONNECT", 7) == 0)
+		return 405;
+	return 501;
+}
+
+/* Checks a complete head (request line, headers, empty line). Returns 0
+ * with the body's length or *chunked, or an HTTP code and *why. */
+static int check_head(const char *h, size_t n, unsigned long long *body,
+		      bool *chunked, const char **why)
+{
+	const char *end = h + n, *line = h;
+	bool may_body = false, have_cl = false;
+	unsigned long long cl = 0;
+	*chunked = false;
+	*why = "Bad Request";
+	for (int i = 0; line < end; i++) {
+		const char *nl = memchr(line, '\n', (size_t)(end - line));
+		if (!nl)
+			break;
+		size_t len = (size_t)(nl - line);
+		if (len && line[len - 1] == '\r')
+			len--;
+		if (i == 0) {
+			int code = check_request_line(line, len, &may_body);
+			*why = code == 505   ? "HTTP Version Not Supported"
+			       : code == 405 ? "Method Not Allowed"
+			       : code == 501 ? "Not Implemented"
+					     : "malformed request line";
+			if (code)
+				return code;
+		} else if (len == 0) {
+			break;
+		} else {
+			const char *colon = memchr(line, ':', len);
+			*why = "malformed header line";
+			if (!colon || colon == line || line[0] == ' ' ||
+			    line[0] == '\t' || colon[-1] == ' ' ||
+			    colon[-1] == '\t')
+				return 400;
+			size_t nn = (size_t)(colon - line);
+			const char *v = colon + 1, *ve = line + len;
+			while (v < ve && (*v == ' ' || *v == '\t'))
+				v++;
+			while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+				ve--;
+			size_t vn = (size_t)(ve - v);
+			if (token_eq(line, nn, "Content-Length")) {
+				*why = "invalid Content-Length";
+				if (vn == 0 || vn > 19 || strspn(v, "0123456789") < vn)
+					return 400;
+				unsigned long long x = strtoull(v, NULL, 10);
+				*why = "conflicting Content-Length headers";
+				if (have_cl && x != cl)
+					return 400;
+				have_cl = true;
+				cl = x;
+			} else if (token_eq(line, nn, "Transfer-Encoding")) {
+				*why = "Transfer-Encoding other than chunked";
+				if (!token_eq(v, vn, "chunked"))
+					return 501;
+				*chunked = true;
+			}
+		}
+		line = nl + 1;
+	}
+	*why = "both Content-Length and Transfer-Encoding";
+	if (have_cl && *chunked)
+		return 400;
+	*why = "a body on a request that takes none";
+	if (!may_body && (cl > 0 || *chunked))
+		return 400;
+	*why = "Request Entity Too Large";
+	if (cl > MAX_BODY)
+		return 413;
+	*body = cl;
+	return 0;
+}
+
+/* mu of nothing: loop thread. Adds bytes to evhttp's input ourselves. */
+static void pass_on(struct hp_srv_conn *c, struct evbuffer *in,
+		    struct evbuffer *from, size_t n)
+{
+	c->passing = true;
+	evbuffer_remove_buffer(from, in, n);
+	c->passing = false;
+}
+
+static void reject(struct hp_srv_conn *c, struct evbuffer *in, int code,
+		   const char *why)
+{
+	c->reject_code = code;
+	c->reject_why = why;
+	c->discard = true;
+	evbuffer_drain(c->hold, evbuffer_get_length(c->hold));
+	c->passing = true;
+	evbuffer_add(in, SYNTHETIC, strlen(SYNTHETIC));
+	c->passing = false;
+}
+
+/* The end of the head in c->hold (past its empty line), or 0. */
+static size_t head_end(struct hp_srv_conn *c)
+{
+	/* leading empty lines (after a body) are no request */
+	for (;;) {
+		unsigned char b[2];
+		ev_ssize_t k = evbuffer_copyout(c->hold, b, 2);
+		if (k >= 1 && b[0] == '\n')
+			evbuffer_drain(c->hold, 1);
+		else if (k == 2 && b[0] == '\r' && b[1] == '\n')
+			evbuffer_drain(c->hold, 2);
+		else
+			break;
+	}
+	struct evbuffer_ptr a = evbuffer_search(c->hold, "\n\r\n", 3, NULL);
+	struct evbuffer_ptr b = evbuffer_search(c->hold, "\n\n", 2, NULL);
+	size_t ea = a.pos >= 0 ? (size_t)a.pos + 3 : 0;
+	size_t eb = b.pos >= 0 ? (size_t)b.pos + 2 : 0;
+	if (ea && eb)
+		return HP_MIN(ea, eb);
+	return ea ? ea : eb;
+}
+
+static void on_input(struct evbuffer *in, const struct evbuffer_cb_info *info,
+		     void *arg)
+{
+	struct hp_srv_conn *c = arg;
+	if (c->passing || !c->validate || info->n_added == 0)
+		return;
+	/* the new bytes are the last n_added; older ones are evhttp's */
+	size_t len = evbuffer_get_length(in);
+	size_t old = len - HP_MIN(len, info->n_added);
+	struct evbuffer *fresh = evbuffer_new();
+	if (!fresh)
+		hp_bug("evbuffer_new failed");
+	c->passing = true;
+	evbuffer_remove_buffer(in, fresh, len);
+	evbuffer_remove_buffer(fresh, in, old);
+	c->passing = false;
+	while (!c->discard && evbuffer_get_length(fresh)) {
+		if (c->body_left || !c->validate) {
+			size_t k = evbuffer_get_length(fresh);
+			if (c->validate && c->body_left < k)
+				k = (size_t)c->body_left;
+			pass_on(c, in, fresh, k);
+			if (c->validate)
+				c->body_left -= k;
+			continue;
+		}
+		evbuffer_remove_buffer(fresh, c->hold,
+				       evbuffer_get_length(fresh));
+		size_t end = head_end(c);
+		if (!end) {
+			if (evbuffer_get_length(c->hold) > MAX_HEADERS)
+				reject(c, in, 431,
+				       "Request Header Fields Too Large");
+			break;
+		}
+		if (end > MAX_HEADERS) {
+			reject(c, in, 431, "Request Header Fields Too Large");
+			break;
+		}
+		unsigned long long body = 0;
+		bool chunked = false;
+		const char *why = NULL;
+		const char *h = (const char *)evbuffer_pullup(c->hold,
+							     (ev_ssize_t)end);
+		int code = check_head(h, end, &body, &chunked, &why);
+		if (code) {
+			reject(c, in, code, why);
+			break;
+		}
+		pass_on(c, in, c->hold, end);
+		c->body_left = body;
+		if (chunked)
+			c->validate = false;
+		/* what follows the head: its body, maybe more requests */
+		evbuffer_remove_buffer(c->hold, fresh,
+				       evbuffer_get_length(c->hold));
+	}
+	evbuffer_free(fresh);
+}
+
 /* --------------------------------------------------------- connections */
 
 /* Connections are counted from accept to close so that clients can never
@@ -578,6 +820,11 @@ static void on_conn_gone(struct evhttp_connection *evcon, void *arg)
 	s->n_conns--;
 	if (c->reply_in_flight)
 		s->unflushed--; /* the client left before the reply was out */
+	if (c->in_cb)
+		evbuffer_remove_cb_entry(bufferevent_get_input(c->bev),
+					 c->in_cb);
+	if (c->hold)
+		evbuffer_free(c->hold);
 	free(c);
 	maybe_finish(s);
 }
@@ -632,6 +879,14 @@ static void on_adopt(evutil_socket_t fd, short what, void *arg)
 		s->conns = c;
 		s->n_conns++;
 		evhttp_connection_set_closecb(evcon, on_conn_gone, c);
+		struct evbuffer *in = bufferevent_get_input(s->fresh[i]);
+		c->bev = s->fresh[i];
+		c->hold = evbuffer_new();
+		if (!c->hold)
+			hp_bug("evbuffer_new failed");
+		/* bytes read before we got here: evhttp's alone */
+		c->validate = evbuffer_get_length(in) == 0;
+		c->in_cb = evbuffer_add_cb(in, on_input, c);
 	}
 	s->n_fresh = 0;
 	s->accept_batch_full = false;
@@ -648,6 +903,29 @@ struct hp_srv_conn *hp_srv_conn_of(struct hp_server *s,
 		if (c->evcon == evcon)
 			return c;
 	return NULL;
+}
+
+/* evhttp's request callback: the connection is busy from here until its
+ * reply is written (a request waiting for the agent is never swept). */
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	struct hp_server *s = arg;
+	struct hp_srv_conn *c = hp_srv_conn_of(s, req);
+	if (c)
+		c->busy = true;
+	if (c && c->reject_code) {
+		char *peer = NULL;
+		ev_uint16_t port = 0;
+		evhttp_connection_get_peer(c->evcon, &peer, &port);
+		hp_warn("server", "refused a request from %s:%u: %s (%d)",
+			peer ? peer : "-", (unsigned)port, c->reject_why,
+			c->reject_code);
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+				  "Connection", "close");
+		hp_srv_reply_detail(s, req, c->reject_code, c->reject_why);
+		return;
+	}
+	hp_srv_route(req, s);
 }
 
 /* Once a second: close what has not delivered a request in time. */
@@ -875,7 +1153,7 @@ struct hp_server *hp_server_new(const struct hp_server_options *o)
 				 EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
 				 EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_default_content_type(s->http, NULL);
-	evhttp_set_gencb(s->http, hp_srv_route, s);
+	evhttp_set_gencb(s->http, on_request, s);
 	evhttp_set_bevcb(s->http, on_new_bev, s);
 	s->max_conns = conn_cap();
 	s->bound = evhttp_accept_socket_with_handle(s->http, fd);
