@@ -416,6 +416,99 @@ class ResourceConfigSymlink(harness.ProcessTest):
         self.assertExit(r, (0, 143), T)
 
 
+def raw_exchange(port, data, timeout=5.0):
+    """Sends data on a fresh connection, reads until the agent closes it
+    (or the deadline) and returns every byte received."""
+    sk = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sk.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = sk.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except socket.timeout:
+        pass
+    sk.close()
+    return out
+
+
+def replies(raw):
+    """[(code, headers dict, body)] of the HTTP replies in raw, each framed
+    by its Content-Length (a reply without one ends the list)."""
+    out = []
+    while raw:
+        head, sep, rest = raw.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.decode("latin-1").split("\r\n")
+        hdrs = {}
+        for l in lines[1:]:
+            k, _, v = l.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        if "content-length" not in hdrs:
+            out.append((lines[0], hdrs, rest))
+            break
+        n = int(hdrs["content-length"])
+        out.append((lines[0], hdrs, rest[:n]))
+        raw = rest[n:]
+    return out
+
+
+class Framing(harness.ProcessTest):
+    """§10: every framing error is JSON {"detail"} with a Content-Length,
+    closes the connection, is counted, and the reply's version is ours."""
+
+    CASES = [
+        ("connect", b"CONNECT /status HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        ("conflicting Content-Length",
+         b"POST /stop HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+         b"Content-Length: 30\r\n\r\n{}GET /status HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("HTTP/1.9", b"GET /status HTTP/1.9\r\nHost: x\r\n\r\n", 505),
+        ("unknown method", b"FOO /status HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+        ("garbage", b"\x01\x02 hello\r\n\r\n", 400),
+        ("body too large", b"POST /start HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: 2000000\r\n\r\n", 413),
+        ("header too large", b"GET /status HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431),
+        ("GET with a body (smuggling)",
+         b"GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: 35\r\n\r\n"
+         b"POST /shutdown HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("CL and TE", b"POST /stop HTTP/1.1\r\nContent-Length: 3\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("obs-fold", b"GET /status HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400),
+    ]
+
+    def test_framing_errors_are_json(self):
+        r = self.agent(["--nnodes", "2", "--no-python", "sleep", "3600"])
+        port = int(r.wait_line(r"listening on http://127\.0\.0\.1:(\d+)", T).group(1))
+        counted = 0
+        for name, data, code in self.CASES:
+            with self.subTest(name):
+                got = replies(raw_exchange(port, data))
+                self.assertEqual(len(got), 1, f"{name}: {got}")
+                line, hdrs, body = got[0]
+                self.assertTrue(line.startswith(f"HTTP/1.1 {code} "), f"{name}: {line}")
+                self.assertIn("content-length", hdrs)
+                self.assertEqual(hdrs.get("connection"), "close")
+                self.assertIn("detail", json.loads(body), name)
+                counted += 1
+        # a good pipelined pair still works, body and all
+        both = replies(raw_exchange(
+            port, b"POST /fabric/join HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]"
+                  b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        self.assertEqual([b[0].split()[1] for b in both], ["422", "200"])
+        m = op.request(port, "GET", "/metrics").body
+        n = sum(int(l.split()[-1]) for l in m.splitlines()
+                if l.startswith('hyperpodrun_http_requests_total{route="other"'))
+        self.assertGreaterEqual(n, counted)
+        self.assertFalse(r.matches(r"POST /shutdown"), "a smuggled request ran")
+        self.assertEqual(op.status(port)["status"], "ready")
+        op.shutdown(port)
+        self.assertExit(r, (0, 143), T)
+
+
 class ServerHostDefault(harness.ProcessTest):
     """§11: single-node local mode keeps the unauthenticated API on
     loopback; operator mode keeps 0.0.0.0 as the reference does."""
