@@ -334,21 +334,33 @@ static size_t escape_byte(const unsigned char *s, char *out, size_t *skip)
 }
 
 /* Escapes s[0..n) in place within buf (capacity cap); returns the new
- * length, truncated to fit. */
-static size_t escape_in_place(char *buf, size_t n, size_t cap)
+ * length, truncated to fit. With multiline, newlines stay and a line that
+ * would start like one of ours ("[hyperpodrun]") is indented. */
+static size_t escape_in_place(char *buf, size_t n, size_t cap, bool multiline)
 {
-	size_t extra = 0;
-	for (size_t i = 0; i < n; i++) {
+	static const char mark[] = "[hyperpodrun]";
+	bool any = false;
+	for (size_t i = 0; i < n && !any; i++) {
 		unsigned char ch = (unsigned char)buf[i];
-		if (ch < 0x20 || ch == 0x7f || ch == 0xc2)
-			extra = 1;
+		any = ch < 0x20 || ch == 0x7f || ch == 0xc2;
 	}
-	if (!extra)
+	if (!any)
 		return n;
 	char tmp[4096 * 4];
 	size_t o = 0;
 	buf[n] = '\0'; /* escape_byte looks one byte ahead */
 	for (size_t i = 0; i < n && o + 4 < sizeof(tmp);) {
+		if (multiline && buf[i] == '\n') {
+			tmp[o++] = '\n';
+			i++;
+			if (n - i >= sizeof(mark) - 1 &&
+			    memcmp(buf + i, mark, sizeof(mark) - 1) == 0 &&
+			    o + 2 < sizeof(tmp)) {
+				tmp[o++] = ' ';
+				tmp[o++] = ' ';
+			}
+			continue;
+		}
 		size_t skip;
 		size_t k = escape_byte((const unsigned char *)buf + i, tmp + o,
 				       &skip);
@@ -393,7 +405,7 @@ char *hp_log_escape(char *out, size_t cap, const char *s)
 /* ---------------------------------------------------------------- log */
 
 static void vwrite_line(const char *level, const char *component,
-			const char *fmt, va_list ap)
+			bool multiline, const char *fmt, va_list ap)
 {
 	char buf[4096];
 	int saved = errno;
@@ -405,7 +417,8 @@ static void vwrite_line(const char *level, const char *component,
 	if (m < 0)
 		m = 0;
 	size_t mlen = HP_MIN((size_t)m, sizeof(buf) - (size_t)n - 2);
-	mlen = escape_in_place(buf + n, mlen, sizeof(buf) - (size_t)n - 2);
+	mlen = escape_in_place(buf + n, mlen, sizeof(buf) - (size_t)n - 2,
+			       multiline);
 	size_t len = (size_t)n + mlen;
 	buf[len++] = '\n';
 	hp_console_write(STDERR_FILENO, buf, len);
@@ -418,7 +431,17 @@ void hp_log_write(enum hp_log_level lvl, const char *component, const char *fmt,
 	va_list ap;
 	va_start(ap, fmt);
 	vwrite_line(level_names[lvl < HP_LOG_OFF ? lvl : HP_LOG_ERROR],
-		    component, fmt, ap);
+		    component, false, fmt, ap);
+	va_end(ap);
+}
+
+void hp_log_write_lines(enum hp_log_level lvl, const char *component,
+			const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vwrite_line(level_names[lvl < HP_LOG_OFF ? lvl : HP_LOG_ERROR],
+		    component, true, fmt, ap);
 	va_end(ap);
 }
 
@@ -428,7 +451,7 @@ void hp_bug_at(const char *file, int line, const char *fmt, ...)
 	snprintf(where, sizeof(where), "BUG %s:%d", file, line);
 	va_list ap;
 	va_start(ap, fmt);
-	vwrite_line("BUG", where, fmt, ap);
+	vwrite_line("BUG", where, false, fmt, ap);
 	va_end(ap);
 	hp_console_flush(1.0);
 	abort();

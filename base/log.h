@@ -48,6 +48,12 @@ void hp_console_flush(double stall_s);
  * escapes by itself. Returns out. */
 char *hp_log_escape(char *out, size_t cap, const char *s);
 
+/* hp_log_write for a block of several lines (the failure summary):
+ * newlines stay, every other control character is escaped, and a line that
+ * would start like one of ours is indented. */
+void hp_log_write_lines(enum hp_log_level lvl, const char *component,
+			const char *fmt, ...) HP_PRINTF(3, 4);
+
 #define hp_log(lvl, comp, ...)                                                 \
 	do {                                                                   \
 		if ((lvl) >= hp_log_level)                                     \

@@ -233,6 +233,29 @@ class Connections(harness.ProcessTest):
         op.request(port, "POST", "/shutdown", {})
         self.assertExit(r, (0, 143), T)
 
+    def test_spawn_backoff_on_emfile(self):
+        # The lowest descriptor limit at which the agent itself comes up
+        # but cannot start its worker (no 2 descriptors left for the exec
+        # pipe); found by trying, as the count differs between builds.
+        for k in range(8, 48):
+            t = time.monotonic()
+            r = self.agent(["--max-restarts", "2", "--no-python", "true"],
+                           wrapper=["prlimit", f"--nofile={k}"], label=f"nofile{k}")
+            rc = r.wait(30)
+            took = time.monotonic() - t
+            if not r.matches(r"cannot start worker 0: true: Too many open files"):
+                if rc == 0:
+                    self.skipTest(f"no limit in 8..{k} starves only the spawn")
+                continue
+            # before: all --max-restarts burned in well under a second
+            self.assertEqual(rc, 1, r.tail())
+            self.assertTrue(r.matches(r"lack of resources: next attempt in 1000 ms"))
+            self.assertTrue(r.matches(r"lack of resources: next attempt in 2000 ms"))
+            self.assertGreaterEqual(took, 2.9)
+            print(f"spawn back-off: nofile {k}, gave up after {took:.2f}s")
+            return
+        self.fail("no descriptor limit starved the spawn")
+
     def test_slow_header_closed(self):
         r = self.agent(["--nnodes", "2", "--no-python", "sleep", "3600"])
         port = int(r.wait_line(r"listening on http://127\.0\.0\.1:(\d+)", T).group(1))
