@@ -374,34 +374,6 @@ static size_t escape_in_place(char *buf, size_t n, size_t cap, bool multiline)
 	return o;
 }
 
-char *hp_log_escape(char *out, size_t cap, const char *s)
-{
-	if (cap < 4) {
-		if (cap)
-			out[0] = '\0';
-		return out;
-	}
-	size_t o = 0; /* o + 4 <= cap: room for "..." and the NUL */
-	for (size_t i = 0; s[i];) {
-		char e[4];
-		size_t skip;
-		size_t k = escape_byte((const unsigned char *)s + i, e, &skip);
-		size_t need = k ? k : 1;
-		if (o + need + 4 > cap) {
-			memcpy(out + o, "...", 4);
-			return out;
-		}
-		if (k)
-			memcpy(out + o, e, k);
-		else
-			out[o] = s[i];
-		o += need;
-		i += skip;
-	}
-	out[o] = '\0';
-	return out;
-}
-
 /* ---------------------------------------------------------------- log */
 
 static void vwrite_line(const char *level, const char *component,

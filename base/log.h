@@ -42,12 +42,6 @@ unsigned long long hp_console_dropped(void);
  * Runs at exit by itself. */
 void hp_console_flush(double stall_s);
 
-/* Copies s into out (capacity cap, NUL-terminated, truncated with "...")
- * with control characters escaped as \n, \r, \t or \xNN: for strings
- * from outside (requests, peers) put into anything but the log, which
- * escapes by itself. Returns out. */
-char *hp_log_escape(char *out, size_t cap, const char *s);
-
 /* hp_log_write for a block of several lines (the failure summary):
  * newlines stay, every other control character is escaped, and a line that
  * would start like one of ours is indented. */

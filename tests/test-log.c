@@ -1,6 +1,6 @@
 /* test-log.c — base/log.c: control characters of a message never reach
  * stderr raw (no forged line, no ESC/CR), the failure-summary variant keeps
- * its lines but defuses forged ones, hp_log_escape truncates, and the
+ * its lines but defuses forged ones, and the
  * console writer never blocks on a pipe nobody reads: it drops and counts
  * whole lines instead. Each case runs with fd 1/2 on a pipe of its own. */
 #include <errno.h>
@@ -84,17 +84,6 @@ static void test_lines_variant(void **st)
 	close(rd);
 }
 
-static void test_escape_truncates(void **st)
-{
-	char out[16];
-	assert_string_equal(hp_log_escape(out, sizeof(out), "a\tb"), "a\\tb");
-	assert_string_equal(hp_log_escape(out, sizeof(out),
-					  "0123456789abcdefghij"),
-			    "0123456789ab...");
-	assert_string_equal(hp_log_escape(out, sizeof(out), "\x01\x02\x03\x04"),
-			    "\\x01\\x02\\x03...");
-}
-
 /* 64 KiB of pipe and 1 MiB of queue: 200k lines of 32 bytes cannot all
  * fit, and not one call may block (the test's timeout would catch it). */
 static void test_stalled_reader_drops(void **st)
@@ -137,7 +126,6 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_escaped),
 		cmocka_unit_test(test_lines_variant),
-		cmocka_unit_test(test_escape_truncates),
 		cmocka_unit_test(test_stalled_reader_drops),
 	};
 	signal(SIGPIPE, SIG_IGN); /* as the agent does */
