@@ -43,6 +43,7 @@ struct hp_srv_conn {
 	struct bufferevent *bev;
 	struct evbuffer_cb_entry *in_cb; /* on the bufferevent's input */
 	struct evbuffer *hold;  /* head bytes not yet passed on */
+	size_t scanned;         /* of hold, searched for its end already */
 	unsigned long long body_left; /* body bytes to pass straight on */
 	bool validate;          /* false after a chunked body: evhttp's alone */
 	bool passing;           /* we are adding to the input ourselves */

@@ -676,9 +676,20 @@ static size_t head_end(struct hp_srv_conn *c)
 			evbuffer_drain(c->hold, 2);
 		else
 			break;
+		c->scanned = 0;
 	}
-	struct evbuffer_ptr a = evbuffer_search(c->hold, "\n\r\n", 3, NULL);
-	struct evbuffer_ptr b = evbuffer_search(c->hold, "\n\n", 2, NULL);
+	/* from where the last search stopped, so that a head trickled in
+	 * byte by byte costs linear, not quadratic, time */
+	size_t len = evbuffer_get_length(c->hold);
+	size_t from = c->scanned > 3 ? c->scanned - 3 : 0;
+	c->scanned = len;
+	if (from >= len)
+		return 0;
+	struct evbuffer_ptr start;
+	if (evbuffer_ptr_set(c->hold, &start, from, EVBUFFER_PTR_SET) < 0)
+		return 0;
+	struct evbuffer_ptr a = evbuffer_search(c->hold, "\n\r\n", 3, &start);
+	struct evbuffer_ptr b = evbuffer_search(c->hold, "\n\n", 2, &start);
 	size_t ea = a.pos >= 0 ? (size_t)a.pos + 3 : 0;
 	size_t eb = b.pos >= 0 ? (size_t)b.pos + 2 : 0;
 	if (ea && eb)
@@ -736,6 +747,7 @@ static void on_input(struct evbuffer *in, const struct evbuffer_cb_info *info,
 			break;
 		}
 		pass_on(c, in, c->hold, end);
+		c->scanned = 0;
 		c->body_left = body;
 		if (chunked)
 			c->validate = false;
@@ -1101,6 +1113,14 @@ static void free_resources(struct hp_server *s)
 	if (s->resume_ev)
 		event_free(s->resume_ev);
 	free(s->fresh);
+	/* connections evhttp_free did not report closed */
+	while (s->conns) {
+		struct hp_srv_conn *c = s->conns;
+		s->conns = c->next;
+		if (c->hold)
+			evbuffer_free(c->hold);
+		free(c);
+	}
 	if (s->base)
 		event_base_free(s->base);
 	hp_srv_fabric_peers_free(s);

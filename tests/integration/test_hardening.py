@@ -517,6 +517,19 @@ class Framing(harness.ProcessTest):
                 self.assertEqual(hdrs.get("connection"), "close")
                 self.assertIn("detail", json.loads(body), name)
                 counted += 1
+        # a head that arrives a byte at a time is still one request
+        sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sk.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for ch in b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n":
+            sk.sendall(bytes([ch]))
+        got = b""
+        while True:
+            chunk = sk.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        sk.close()
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got[:200])
         # a good pipelined pair still works, body and all
         both = replies(raw_exchange(
             port, b"POST /fabric/join HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]"
