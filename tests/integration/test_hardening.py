@@ -157,6 +157,13 @@ def vm_kib(pid, field):
     return int(harness.proc_status_field(pid, field).split()[0])
 
 
+def sanitized(pid):
+    """True when pid runs with AddressSanitizer, whose quarantine keeps
+    freed memory resident: RSS bounds do not apply there."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
 class RequestCost(harness.ProcessTest):
     """§2: a 1 MiB /start body of 349k bad rankIps entries used to answer
     69 MB and push the agent from 3 MB to 990 MB; now the reply is a few
@@ -406,7 +413,10 @@ class IPCLockDown(harness.ProcessTest):
         r.wait_line(r"dropping client \d+: \d+ bytes queued to it and not read", T)
         after = vm_kib(r.pid, "VmRSS")
         print(f"non-reading IPC client: VmRSS {before} -> {after} KiB after {i + 1} updates")
-        self.assertLess(after - before, 64 * 1024)
+        # 16 MiB queued at most: dropped within ~19 updates of 900 kB
+        self.assertLessEqual(i + 1, 24)
+        if not sanitized(r.pid):
+            self.assertLess(after - before, 64 * 1024)
         op.shutdown(port)
         self.assertExit(r, (0, 143), T)
 
