@@ -37,6 +37,10 @@
  * reads is dropped past this instead of growing the agent (one message is
  * always let through, however large, when nothing else is queued). */
 #define MAX_QUEUED_BYTES (16u * 1024u * 1024u)
+/* Open connections: a few per worker (IPR and checkpoint clients); past
+ * this a new one is closed at once, so that no client can take the
+ * agent's descriptors. */
+#define MAX_CONNS(ipc) (8u * (unsigned)(ipc)->local_world_size + 32u)
 
 /* ---- frame codec ---------------------------------------------------------- */
 
@@ -184,6 +188,8 @@ struct hp_ipc {
 	pid_t pgid[HP_MAX_LOCAL_WORKERS]; /* the worker's group; 0: unknown */
 	unsigned n_handles; /* initialised uv handles not yet closed */
 	unsigned next_conn_id;
+	unsigned n_conns;        /* open client connections */
+	unsigned long long refused; /* connections past the cap */
 	bool freeing;
 	char rbuf[64 * 1024]; /* one read at a time on the loop thread */
 };
@@ -350,6 +356,7 @@ static void conn_close(struct conn *c, bool notify)
 	if (c->closing)
 		return;
 	c->closing = true;
+	ipc->n_conns--;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -684,7 +691,17 @@ static void on_connection(uv_stream_t *server, int status)
 	if (ipc->conns)
 		ipc->conns->prev = c;
 	ipc->conns = c;
+	ipc->n_conns++;
 	int r = uv_accept(server, (uv_stream_t *)&c->pipe);
+	if (r == 0 && ipc->n_conns > MAX_CONNS(ipc)) {
+		/* accepted only to be closed: the backlog must not fill */
+		if (ipc->refused++ % 100 == 0)
+			hp_warn(COMP, "refusing client %u: %u connections open, "
+				      "the most allowed (%llu refused)",
+				c->id, ipc->n_conns - 1, ipc->refused);
+		conn_close(c, false);
+		return;
+	}
 	if (r == 0 && !peer_admitted(c)) {
 		conn_close(c, false);
 		return;

@@ -384,6 +384,17 @@ class IPCLockDown(harness.ProcessTest):
         r.wait_line(r"job_data for local rank 1 refused", T)
         self.assertEqual(op.status(port)["status"], "running", out)
         self.assertFalse(r.matches(r"reported a fault|forged"), r.text())
+        # a flood of connections is cut at 8 per rank + 32
+        flood = []
+        try:
+            for _ in range(60):
+                sk = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sk.connect(path)
+                flood.append(sk)
+            r.wait_line(r"refusing client \d+: 48 connections open, the most allowed", T)
+        finally:
+            for sk in flood:
+                sk.close()
         # another uid: the 0600 mode keeps it out; with the mode opened
         # (as root), SO_PEERCRED still does
         if os.geteuid() != 0 or not shutil.which("setpriv"):
