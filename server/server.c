@@ -4,7 +4,11 @@
  * the agent takes commands with hp_server_pop and reports back with
  * hp_server_cmd_done, which only flags the command and pokes the server
  * thread (event_active), so no evhttp call ever runs off that thread and a
- * command waiting for the agent never blocks other connections. */
+ * command waiting for the agent never blocks other connections.
+ * It also guards the door (issue 12): connections are counted and capped
+ * below RLIMIT_NOFILE, given a request deadline, and every request head
+ * is checked before evhttp parses it, so that no client can starve the
+ * supervisor of descriptors or get an HTML or mis-framed answer. */
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -548,13 +552,10 @@ static int check_request_line(const char *p, size_t n, bool *may_body)
 	if (memchr(ver, ' ', vn))
 		return 400;
 	size_t mn = (size_t)(sp1 - p);
-	if (vn == 8 && (memcmp(ver, "HTTP/1.1", 8) == 0 ||
-			memcmp(ver, "HTTP/1.0", 8) == 0))
-		;
-	else if (vn >= 5 && memcmp(ver, "HTTP/", 5) == 0)
-		return 505;
-	else
-		return 400;
+	bool v1x = vn == 8 && (memcmp(ver, "HTTP/1.1", 8) == 0 ||
+			       memcmp(ver, "HTTP/1.0", 8) == 0);
+	if (!v1x)
+		return vn >= 5 && memcmp(ver, "HTTP/", 5) == 0 ? 505 : 400;
 	*may_body = false;
 	for (size_t i = 0; i < HP_ARRAY_LEN(bodied); i++)
 		if (mn == strlen(bodied[i]) && memcmp(p, bodied[i], mn) == 0) {
@@ -642,7 +643,7 @@ static int check_head(const char *h, size_t n, unsigned long long *body,
 	return 0;
 }
 
-/* mu of nothing: loop thread. Adds bytes to evhttp's input ourselves. */
+/* Moves n bytes of from to evhttp's input (server thread). */
 static void pass_on(struct hp_srv_conn *c, struct evbuffer *in,
 		    struct evbuffer *from, size_t n)
 {
