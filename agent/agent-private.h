@@ -66,6 +66,12 @@ struct hp_agent {
 	uv_signal_t sigs[7];
 	uv_async_t wake;
 	uv_timer_t kill_timer;
+	/* local mode: the next attempt after a spawn that failed for lack of
+	 * resources (EMFILE, EAGAIN...) waits, doubling up to 30 s, instead
+	 * of burning --max-restarts in a second (issue 12 §3) */
+	uv_timer_t backoff_timer;
+	int backoff_ms;
+	bool spawn_starved;
 	uv_check_t publish_check;     /* publish /status once per event: */
 	uv_prepare_t publish_prepare; /* see agent_publish() */
 	bool publish_pending;

@@ -537,10 +537,13 @@ static void spawn_group(struct hp_agent *a)
 	}
 	free(errfd);
 	free_strv(argv);
+	a->spawn_starved = failed_rc == -EMFILE || failed_rc == -ENFILE ||
+			   failed_rc == -EAGAIN || failed_rc == -ENOMEM;
 	if (failed_rc) {
 		agent_group_failed(a);
 		return;
 	}
+	a->backoff_ms = 0;
 	if (a->spawned_once)
 		hp_metrics_restart(a->metrics, HP_METRICS_RESTART_PROCESS);
 	a->spawned_once = true;
@@ -590,9 +593,15 @@ static void print_summary(struct hp_agent *a)
 	for (size_t i = 0; i < a->n_failures; i++)
 		if (a->failures[i].error_file)
 			hp_logs_keep(a->logs); /* the summary names it */
-	hp_error("agent", "ChildFailedError: %s", s);
+	/* torchrun's block, one line per line (log.c defuses forged ones) */
+	if (HP_LOG_ERROR >= hp_log_level)
+		hp_log_write_lines(HP_LOG_ERROR, "agent", "ChildFailedError: %s",
+				   s);
 	free(s);
 }
+
+static void local_restart_now(struct hp_agent *a);
+static void backoff_cb(uv_timer_t *t);
 
 /* Local mode plays the operator: FAULTED -> STOPPING -> READY -> RUNNING. */
 static void local_restart_or_fail(struct hp_agent *a)
@@ -611,19 +620,18 @@ static void local_restart_or_fail(struct hp_agent *a)
 		a->restart_count++;
 		hp_warn("agent", "restarting the worker group (%d of %d "
 			"restarts)", a->plr_restarts, c->max_restarts);
-		if (a->ipc) {
-			/* IPR: fresh processes go back to INIT and the
-			 * barrier; READY and the release follow by themselves */
-			agent_fire(a, HP_EV_REINIT, NULL, NULL);
-		} else {
-			agent_fire(a, HP_EV_STOP, NULL, NULL);
-			agent_fire(a, HP_EV_STOPPED, NULL, NULL);
-			agent_fire(a, HP_EV_START, NULL, NULL);
+		if (a->spawn_starved) {
+			a->backoff_ms = a->backoff_ms
+						? HP_MIN(2 * a->backoff_ms, 30000)
+						: 1000;
+			hp_warn("agent", "the workers could not be started for "
+				"lack of resources: next attempt in %d ms",
+				a->backoff_ms);
+			uv_timer_start(&a->backoff_timer, backoff_cb,
+				       (uint64_t)a->backoff_ms, 0);
+			return;
 		}
-		if (a->c10d)
-			rdzv_restart(a); /* the other nodes restart too */
-		else
-			agent_begin_attempt(a);
+		local_restart_now(a);
 		return;
 	}
 	print_summary(a);
@@ -643,6 +651,32 @@ static void kill_strays(struct hp_agent *a)
 	if (n > 0)
 		hp_info("agent", "killed %d process(es) the workers left "
 			"behind", n);
+}
+
+/* The restart itself, at once or after the back-off. */
+static void local_restart_now(struct hp_agent *a)
+{
+	if (a->ipc) {
+		/* IPR: fresh processes go back to INIT and the barrier;
+		 * READY and the release follow by themselves */
+		agent_fire(a, HP_EV_REINIT, NULL, NULL);
+	} else {
+		agent_fire(a, HP_EV_STOP, NULL, NULL);
+		agent_fire(a, HP_EV_STOPPED, NULL, NULL);
+		agent_fire(a, HP_EV_START, NULL, NULL);
+	}
+	if (a->c10d)
+		rdzv_restart(a); /* the other nodes restart too */
+	else
+		agent_begin_attempt(a);
+}
+
+static void backoff_cb(uv_timer_t *t)
+{
+	struct hp_agent *a = t->data;
+	/* a signal or /shutdown during the wait decides instead */
+	if (!a->exiting && a->after_stop == AFTER_FAULT)
+		local_restart_now(a);
 }
 
 static void stopped(struct hp_agent *a)
@@ -1204,6 +1238,8 @@ static int setup_loop(struct hp_agent *a)
 	uv_async_init(&a->loop, &a->wake, wake_cb);
 	a->wake.data = a;
 	uv_timer_init(&a->loop, &a->kill_timer);
+	uv_timer_init(&a->loop, &a->backoff_timer);
+	a->backoff_timer.data = a;
 	uv_check_init(&a->loop, &a->publish_check);
 	a->publish_check.data = a;
 	uv_check_start(&a->publish_check, publish_check_cb);

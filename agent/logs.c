@@ -2,7 +2,9 @@
  * file (the child writes it, no copy through us); a teed stream goes
  * through a pipe the agent reads, writing the bytes to the file and each
  * line, prefixed, to our stdout/stderr. Never interprets the output beyond
- * splitting lines. */
+ * splitting lines, and never blocks on our own stdout/stderr: console
+ * copies go through hp_console_write, which drops (and counts) lines a
+ * stalled reader cannot take, while the files keep every byte. */
 #include "logs.h"
 
 #include <errno.h>
@@ -26,6 +28,7 @@ struct relay {
 	int child_fd;     /* the end the child gets; -1 once closed */
 	int file_fd;      /* -1 = no file */
 	bool console;     /* prefix and copy to our stream */
+	bool raw_console; /* copy the bytes, unprefixed, to our stream */
 	/* heap-allocated per attempt: a closing handle cannot be reused, and
 	 * the next attempt may start before its close callback ran */
 	uv_pipe_t *pipe;
@@ -176,7 +179,7 @@ static void write_all(int fd, const char *p, size_t n)
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
-			return; /* console gone: the file copy is what counts */
+			return; /* a full disk: nothing better to do */
 		}
 		p += w;
 		n -= (size_t)w;
@@ -197,7 +200,7 @@ static void emit_line(struct relay *r, const char *p, size_t n)
 		memcpy(buf, prefix, (size_t)pl);
 		memcpy(buf + pl, p, n);
 		buf[tot - 1] = '\n';
-		write_all(r->stream, buf, tot);
+		hp_console_write(r->stream, buf, tot);
 		if (buf != stackbuf)
 			free(buf);
 	}
@@ -209,6 +212,8 @@ static void consume(struct relay *r, const char *p, size_t n)
 {
 	if (r->file_fd >= 0)
 		write_all(r->file_fd, p, n);
+	if (r->raw_console)
+		hp_console_write(r->stream, p, n);
 	while (n) {
 		const char *nl = memchr(p, '\n', n);
 		size_t take = nl ? (size_t)(nl - p) : n;
@@ -304,6 +309,7 @@ int hp_logs_open_rank(struct hp_logs *l, int local_rank, int *out_fd,
 		bool redirected = teed || ((unsigned)red & bit) || !shown;
 		*outs[s] = -1;
 		r->console = teed && shown;
+		r->raw_console = false;
 		r->line_len = 0;
 		if (redirected) {
 			char *path = xasprintf("%s/%s", rl->dir, names[s]);
@@ -334,9 +340,7 @@ int hp_logs_open_rank(struct hp_logs *l, int local_rank, int *out_fd,
 			/* relayed only for the line callback: keep the
 			 * console as it would be without us */
 			r->console = false;
-			r->file_fd = dup(s + 1);
-			if (r->file_fd >= 0)
-				fcntl(r->file_fd, F_SETFD, FD_CLOEXEC);
+			r->raw_console = true;
 		}
 		int p[2];
 		if (pipe2(p, O_CLOEXEC) < 0) {

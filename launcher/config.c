@@ -844,6 +844,17 @@ static void set_str(char **dst, const char *s)
 	*dst = xstrdup(s);
 }
 
+/* The control API has no authentication: on an engineer's single-node
+ * run it listens on loopback unless told otherwise. Operator mode keeps
+ * the reference's 0.0.0.0 (the operator reaches it from outside), and so
+ * does a local multi-node run (its peers join over HTTP). */
+static void default_server_host(struct hp_config *cfg, const struct raw *raw)
+{
+	if (raw->src[O_SERVER_HOST] == SRC_DEFAULT &&
+	    cfg->mode == HP_MODE_LOCAL && cfg->nnodes_max <= 1)
+		set_str(&cfg->server_host, "127.0.0.1");
+}
+
 /* Cross-flag rules, --standalone's overrides and the mode rule. */
 static enum hp_parse_result derive(struct hp_config *cfg,
 				   const struct raw *raw, char *err,
@@ -946,6 +957,7 @@ enum hp_parse_result hp_config_parse(struct hp_config *cfg, int argc,
 	r = derive(cfg, &raw, err, errlen);
 	if (r != HP_PARSE_OK)
 		goto out;
+	default_server_host(cfg, &raw);
 
 	cfg->script_argc = argc - script;
 	cfg->script_argv = xcalloc((size_t)cfg->script_argc + 1,
@@ -1071,7 +1083,8 @@ const char *hp_config_help(void)
 	       "                             stops workers; SIGTERM is followed by SIGKILL\n"
 	       "                             after --shutdown-timeout (default: SIGKILL)\n"
 	       "  --shutdown-timeout SECS    SIGTERM to SIGKILL (default: 15)\n"
-	       "  --server-host ADDR         agent HTTP server address (default: 0.0.0.0)\n"
+	       "  --server-host ADDR         agent HTTP server address; 127.0.0.1 in\n"
+	       "                             single-node local mode (default: 0.0.0.0)\n"
 	       "  --server-port PORT         its port, 0 = any free (default: 8080)\n"
 	       "  --server-log-level LEVEL   debug, info, warning, error, critical, off\n"
 	       "                             (default: info)\n"

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -29,6 +30,17 @@
 /* The reference client shares one socket between its IPR and checkpoint
  * clients; a few client_ids per connection is normal, thousands is not. */
 #define MAX_REGS_PER_CONN 64
+/* client_ids of the whole agent: past it the client that inits one more
+ * is dropped (a loop of inits must not grow the table for ever) */
+#define MAX_REGS_TOTAL 4096
+/* Bytes queued to one client and not yet taken by it: a client that never
+ * reads is dropped past this instead of growing the agent (one message is
+ * always let through, however large, when nothing else is queued). */
+#define MAX_QUEUED_BYTES (16u * 1024u * 1024u)
+/* Open connections: a few per worker (IPR and checkpoint clients); past
+ * this a new one is closed at once, so that no client can take the
+ * agent's descriptors. */
+#define MAX_CONNS(ipc) (8u * (unsigned)(ipc)->local_world_size + 32u)
 
 /* ---- frame codec ---------------------------------------------------------- */
 
@@ -151,6 +163,8 @@ struct conn {
 	unsigned id;      /* for the logs */
 	bool closing;
 	bool write_failed;
+	size_t queued;    /* bytes handed to uv_write, not yet written */
+	pid_t peer_pid;   /* SO_PEERCRED at accept; 0 when unknown */
 };
 
 /* One client_id (a client object in a worker) on one connection. */
@@ -171,8 +185,11 @@ struct hp_ipc {
 	struct reg *regs;
 	size_t n_regs, cap_regs;
 	enum hp_ipc_rank_state state[HP_MAX_LOCAL_WORKERS];
+	pid_t pgid[HP_MAX_LOCAL_WORKERS]; /* the worker's group; 0: unknown */
 	unsigned n_handles; /* initialised uv handles not yet closed */
 	unsigned next_conn_id;
+	unsigned n_conns;        /* open client connections */
+	unsigned long long refused; /* connections past the cap */
 	bool freeing;
 	char rbuf[64 * 1024]; /* one read at a time on the loop thread */
 };
@@ -183,6 +200,102 @@ struct write_req {
 	size_t len;
 	char data[];
 };
+
+/* ---- lock-down (issue 12 §5, §6) ------------------------------------------
+ * The socket lives at the reference's path, so it is made 0600 before it
+ * listens (its mode would follow the umask: 0777 under umask 000) and every
+ * peer's uid is checked (SO_PEERCRED): only our own uid, or root. Once the
+ * agent has named a worker's process group, only processes of that group
+ * may speak for its local rank; and a local rank registered ("init") by
+ * one connection is not acted for by another. */
+
+/* A client's queue has room for n more bytes. */
+static bool queue_has_room(struct conn *c, size_t n)
+{
+	if (c->queued == 0 || c->queued + n <= MAX_QUEUED_BYTES)
+		return true;
+	hp_warn(COMP, "dropping client %u: %zu bytes queued to it and not "
+		      "read (the most is %u)",
+		c->id, c->queued, MAX_QUEUED_BYTES);
+	return false;
+}
+
+/* Admits a new connection: the peer is our uid or root. Records its pid. */
+static bool peer_admitted(struct conn *c)
+{
+	uv_os_fd_t fd;
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+		hp_warn(COMP, "refusing client %u: its credentials cannot be "
+			      "read",
+			c->id);
+		return false;
+	}
+	if (cr.uid != geteuid() && cr.uid != 0) {
+		hp_warn(COMP, "refusing client %u: pid %ld runs as uid %ld, "
+			      "not as the agent's uid %ld",
+			c->id, (long)cr.pid, (long)cr.uid, (long)geteuid());
+		return false;
+	}
+	c->peer_pid = cr.pid;
+	return true;
+}
+
+void hp_ipc_set_rank_pgid(struct hp_ipc *ipc, int local_rank, pid_t pgid)
+{
+	if (local_rank >= 0 && local_rank < ipc->local_world_size)
+		ipc->pgid[local_rank] = pgid > 0 ? pgid : 0;
+}
+
+/* The connection may speak for local rank lr: its peer is in the
+ * worker's process group (when known), and no other connection holds
+ * the rank's registrations. */
+static bool may_act_for(struct conn *c, int lr, const char *type)
+{
+	struct hp_ipc *ipc = c->ipc;
+	pid_t want = ipc->pgid[lr];
+	if (want > 0) {
+		pid_t got = c->peer_pid > 0 ? getpgid(c->peer_pid) : -1;
+		if (got != want) {
+			hp_warn(COMP, "client %u: %s for local rank %d refused: "
+				      "pid %ld is not in that worker's "
+				      "process group %ld",
+				c->id, type, lr, (long)c->peer_pid,
+				(long)want);
+			return false;
+		}
+	}
+	if (strcmp(type, "init") == 0)
+		return true;
+	bool owned = false, mine = false;
+	for (size_t i = 0; i < ipc->n_regs; i++) {
+		if (ipc->regs[i].local_rank != lr)
+			continue;
+		owned = true;
+		mine = mine || ipc->regs[i].c == c;
+	}
+	if (owned && !mine) {
+		hp_warn(COMP, "client %u: %s for local rank %d refused: "
+			      "another connection registered that rank",
+			c->id, type, lr);
+		return false;
+	}
+	return true;
+}
+
+/* An init of client_id by c: refused when a live connection of another
+ * process holds that client_id already (it would steal its messages). */
+static bool may_take_client_id(struct conn *c, const struct reg *g)
+{
+	if (g->c == c || g->c->closing || g->c->peer_pid == c->peer_pid)
+		return true;
+	hp_warn(COMP, "client %u: init of a client_id that client %u (pid "
+		      "%ld) holds; refused",
+		c->id, g->c->id, (long)g->c->peer_pid);
+	return false;
+}
 
 static void maybe_release(struct hp_ipc *ipc)
 {
@@ -243,6 +356,7 @@ static void conn_close(struct conn *c, bool notify)
 	if (c->closing)
 		return;
 	c->closing = true;
+	ipc->n_conns--;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -286,6 +400,7 @@ static void write_done(uv_write_t *req, int status)
 {
 	struct write_req *w = (struct write_req *)req;
 	struct conn *c = w->c;
+	c->queued -= w->len;
 	free(w);
 	if (status < 0 && status != UV_ECANCELED && !c->closing) {
 		hp_warn(COMP, "dropping client %u: write failed: %s", c->id,
@@ -298,6 +413,10 @@ static void write_done(uv_write_t *req, int status)
  * close_failed_writers so that no callback runs under the sender. */
 static void conn_write(struct conn *c, const char *json, size_t len)
 {
+	if (!queue_has_room(c, len + 4)) {
+		c->write_failed = true;
+		return;
+	}
 	struct write_req *w = xmalloc(sizeof(*w) + 4 + len);
 	size_t n;
 	char *frame = hp_ipc_encode(json, len, &n);
@@ -309,6 +428,8 @@ static void conn_write(struct conn *c, const char *json, size_t len)
 	w->len = n;
 	uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
 	int r = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, write_done);
+	if (r == 0)
+		c->queued += n;
 	if (r < 0) {
 		hp_warn(COMP, "dropping client %u: write failed: %s", c->id,
 			uv_strerror(r));
@@ -367,6 +488,8 @@ static void do_register(struct conn *c, const char *client_id,
 		if (strcmp(g->client_id, client_id) == 0) {
 			/* The same client object again, maybe from a new
 			 * connection: the latest one wins. */
+			if (!may_take_client_id(c, g))
+				return;
 			g->c = c;
 			g->local_rank = local_rank;
 			goto done;
@@ -374,10 +497,11 @@ static void do_register(struct conn *c, const char *client_id,
 		if (g->c == c)
 			mine++;
 	}
-	if (mine >= MAX_REGS_PER_CONN) {
-		hp_warn(COMP, "client %u: more than %d client_ids on one "
-			      "connection; init of %s ignored",
-			c->id, MAX_REGS_PER_CONN, client_id);
+	if (mine >= MAX_REGS_PER_CONN || ipc->n_regs >= MAX_REGS_TOTAL) {
+		hp_warn(COMP, "dropping client %u: more than %d client_ids on "
+			      "one connection or %d in all",
+			c->id, MAX_REGS_PER_CONN, MAX_REGS_TOTAL);
+		conn_close(c, true);
 		return;
 	}
 	if (ipc->n_regs == ipc->cap_regs) {
@@ -501,6 +625,8 @@ static void handle_message(struct conn *c, const char *json, size_t len)
 	}
 	/* Like the reference, a message is handled even before its init:
 	 * it names its local rank itself. */
+	if (!may_act_for(c, lr, type))
+		goto out;
 	if (strcmp(type, "init") == 0)
 		do_register(c, client_id, lr);
 	else
@@ -565,7 +691,21 @@ static void on_connection(uv_stream_t *server, int status)
 	if (ipc->conns)
 		ipc->conns->prev = c;
 	ipc->conns = c;
+	ipc->n_conns++;
 	int r = uv_accept(server, (uv_stream_t *)&c->pipe);
+	if (r == 0 && ipc->n_conns > MAX_CONNS(ipc)) {
+		/* accepted only to be closed: the backlog must not fill */
+		if (ipc->refused++ % 100 == 0)
+			hp_warn(COMP, "refusing client %u: %u connections open, "
+				      "the most allowed (%llu refused)",
+				c->id, ipc->n_conns - 1, ipc->refused);
+		conn_close(c, false);
+		return;
+	}
+	if (r == 0 && !peer_admitted(c)) {
+		conn_close(c, false);
+		return;
+	}
 	if (r == 0)
 		r = uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, read_cb);
 	if (r < 0) {
@@ -604,8 +744,10 @@ static int listen_socket(const char *path)
 		return -errno;
 	if (unlink(path) == 0)
 		hp_debug(COMP, "unlinked a stale %s", path);
+	/* 0600 before listen(): until then a connect is refused, so no
+	 * other uid gets in between (issue 12 §6) */
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(fd, SOMAXCONN) < 0) {
+	    chmod(path, 0600) < 0 || listen(fd, SOMAXCONN) < 0) {
 		int e = -errno;
 		close(fd);
 		return e;

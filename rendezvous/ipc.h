@@ -101,7 +101,8 @@ struct hp_ipc_callbacks {
 struct hp_ipc;
 
 /* Listens on <tmpdir>/hyperpod_elastic_agent_<pid>.sock (a stale file there
- * is unlinked first; the socket is close-on-exec) on loop, for local ranks
+ * is unlinked first; the socket is close-on-exec, mode 0600, and admits
+ * only peers of our uid or root) on loop, for local ranks
  * 0 .. local_world_size-1 (at most HP_MAX_LOCAL_WORKERS). The caller passes
  * tmpdir as Python's tempfile.gettempdir() would find it ($TMPDIR, else
  * /tmp), must ignore SIGPIPE (a worker may die while we write to it), and
@@ -167,6 +168,11 @@ void hp_ipc_reset_states(struct hp_ipc *ipc);
 
 /* True when at least one client is registered for local_rank. */
 bool hp_ipc_rank_connected(const struct hp_ipc *ipc, int local_rank);
+
+/* Names the process group of the worker of local_rank (its pid: workers
+ * run in groups of their own); from then on only processes of that group
+ * may send messages for the rank. 0 forgets it (anyone of our uid). */
+void hp_ipc_set_rank_pgid(struct hp_ipc *ipc, int local_rank, pid_t pgid);
 
 /* Closes every client connection without on_disconnect (the reference's
  * clear_clients, before a process-level restart). */

@@ -329,20 +329,33 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* <file>.tmp then rename(2): readers see the old file or the new one. */
+/* A fresh <file>.tmp.XXXXXX then rename(2): readers see the old file or
+ * the new one. mkostemp creates it with O_EXCL, so nothing planted in the
+ * directory (a symlink at a predictable temp name) is ever followed or
+ * written through; rename replaces a symlink at the final name instead of
+ * writing where it points (issue 12 §9). */
 static int write_atomic(const struct hp_resconf *rc, const char *text)
 {
-	int fd = open(rc->tmp_path,
-		      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd < 0)
-		return -errno;
-	int r = write_all(fd, text, strlen(text));
+	char *tmp = xasprintf("%s.XXXXXX", rc->tmp_path);
+	int fd = mkostemp(tmp, O_CLOEXEC);
+	int r = 0;
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	/* workers of any uid read it, as they did with 0666 & ~umask */
+	if (fchmod(fd, 0644) < 0)
+		r = -errno;
+	if (r == 0)
+		r = write_all(fd, text, strlen(text));
 	if (close(fd) < 0 && r == 0)
 		r = -errno;
-	if (r == 0 && rename(rc->tmp_path, rc->path) < 0)
+	if (r == 0 && rename(tmp, rc->path) < 0)
 		r = -errno;
 	if (r < 0)
-		unlink(rc->tmp_path);
+		unlink(tmp);
+out:
+	free(tmp);
 	return r;
 }
 

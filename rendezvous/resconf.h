@@ -42,7 +42,8 @@ const char *hp_resconf_path(const struct hp_resconf *rc);
  * kept. A write merges the entries into the current table (see
  * hp_resconf_merge), sets "current_pod_ip" to ips[rank] (null when rank is
  * outside [0, nnodes) or past the list) and "ips_timestamp" to ip_version,
- * writes <file>.tmp and renames it over the file.
+ * writes a fresh <file>.tmp.XXXXXX (O_EXCL: nothing planted there is
+ * followed) and renames it over the file.
  * The request's rankIps are remembered for hp_resconf_rank_ips_json in
  * every case. Returns 0; -EINVAL (logged, nothing written) for an entry
  * rank outside [0, HP_RESCONF_MAX_RANK] or nnodes outside

@@ -106,16 +106,77 @@ char *hp_json_status(const struct hp_status *st)
 
 /* ------------------------------------------------------------- decoding */
 
-/* Collected validation errors, in field order, like pydantic. */
+/* Collected validation errors, in field order, like pydantic; bounded
+ * (issue 12 §2): at most MAX_ERRS entries, each input copied at most
+ * INPUT_MAX_NODES values deep and its strings cut at INPUT_MAX_STRING
+ * bytes, so a reply costs a small constant whatever the body holds
+ * (pydantic would answer 349k errors for a 1 MiB list of {}). Small
+ * inputs come out exactly as pydantic gives them. */
+#define MAX_ERRS 20
+#define INPUT_MAX_NODES 32
+#define INPUT_MAX_STRING 256
+
 struct errs {
 	cJSON *list;
+	int n;
 };
+
+static char *cut_string(const char *s)
+{
+	size_t n = strlen(s);
+	if (n <= INPUT_MAX_STRING)
+		return xstrdup(s);
+	n = INPUT_MAX_STRING;
+	while (n && ((unsigned char)s[n] & 0xc0) == 0x80)
+		n--; /* keep whole UTF-8 sequences */
+	return xasprintf("%.*s...", (int)n, s);
+}
+
+/* A copy of v within *budget values; NULL once the budget is spent. */
+static cJSON *dup_bounded(const cJSON *v, int *budget)
+{
+	if (--*budget < 0)
+		return NULL;
+	if (cJSON_IsString(v)) {
+		char *c = cut_string(v->valuestring);
+		cJSON *o = cJSON_CreateString(c);
+		free(c);
+		return o;
+	}
+	if (!cJSON_IsArray(v) && !cJSON_IsObject(v))
+		return cJSON_Duplicate(v, false);
+	cJSON *o = cJSON_IsArray(v) ? cJSON_CreateArray() : cJSON_CreateObject();
+	for (const cJSON *it = v->child; it; it = it->next) {
+		cJSON *c = dup_bounded(it, budget);
+		if (!c)
+			break;
+		if (cJSON_IsArray(v)) {
+			cJSON_AddItemToArray(o, c);
+		} else {
+			char *k = cut_string(it->string ? it->string : "");
+			cJSON_AddItemToObject(o, k, c);
+			free(k);
+		}
+	}
+	return o;
+}
+
+static cJSON *input_copy(const cJSON *v)
+{
+	int budget = INPUT_MAX_NODES;
+	return v ? dup_bounded(v, &budget) : cJSON_CreateNull();
+}
 
 /* loc: "body", field, then optional index and sub-field (idx < 0: none). */
 static void add_err(struct errs *e, const char *type, const char *field,
 		    int idx, const char *sub, const char *msg,
 		    const cJSON *input, cJSON *ctx)
 {
+	if (e->n >= MAX_ERRS) {
+		cJSON_Delete(ctx);
+		return;
+	}
+	e->n++;
 	if (!e->list)
 		e->list = cJSON_CreateArray();
 	cJSON *d = cJSON_CreateObject();
@@ -129,9 +190,7 @@ static void add_err(struct errs *e, const char *type, const char *field,
 	if (sub)
 		cJSON_AddItemToArray(loc, cJSON_CreateString(sub));
 	cJSON_AddStringToObject(d, "msg", msg);
-	cJSON_AddItemToObject(d, "input",
-			      input ? cJSON_Duplicate(input, true)
-				    : cJSON_CreateNull());
+	cJSON_AddItemToObject(d, "input", input_copy(input));
 	if (ctx)
 		cJSON_AddItemToObject(d, "ctx", ctx);
 	cJSON_AddItemToArray(e->list, d);
@@ -597,7 +656,7 @@ int hp_json_parse_start(const char *body, size_t len, bool is_update,
 		cJSON_AddStringToObject(d, "msg",
 					"Input should be a valid dictionary or "
 					"object to extract fields from");
-		cJSON_AddItemToObject(d, "input", cJSON_Duplicate(root, true));
+		cJSON_AddItemToObject(d, "input", input_copy(root));
 		cJSON_AddItemToArray(e.list, d);
 		goto out;
 	}

@@ -119,6 +119,35 @@ static void route_metrics(struct hp_server *s, struct evhttp_request *req)
 				    "route=\"%s\",code=\"%d\"} %llu\n",
 				    c->route, c->code, c->n);
 	}
+	evbuffer_add_printf(b,
+			    "# HELP hyperpodrun_console_dropped_lines_total "
+			    "Lines for the agent's stdout/stderr dropped "
+			    "because nobody read them fast enough (log files "
+			    "keep them).\n"
+			    "# TYPE hyperpodrun_console_dropped_lines_total "
+			    "counter\n"
+			    "hyperpodrun_console_dropped_lines_total %llu\n",
+			    hp_console_dropped());
+	evbuffer_add_printf(b,
+			    "# HELP hyperpodrun_http_connections HTTP "
+			    "connections open now (this one included).\n"
+			    "# TYPE hyperpodrun_http_connections gauge\n"
+			    "hyperpodrun_http_connections %d\n"
+			    "# HELP hyperpodrun_http_connections_limit The most "
+			    "HTTP connections open at once (RLIMIT_NOFILE/2).\n"
+			    "# TYPE hyperpodrun_http_connections_limit gauge\n"
+			    "hyperpodrun_http_connections_limit %d\n"
+			    "# HELP hyperpodrun_http_connections_closed_total "
+			    "HTTP connections closed by the agent: no whole "
+			    "request within the deadline, or past the limit.\n"
+			    "# TYPE hyperpodrun_http_connections_closed_total "
+			    "counter\n"
+			    "hyperpodrun_http_connections_closed_total{reason="
+			    "\"deadline\"} %llu\n"
+			    "hyperpodrun_http_connections_closed_total{reason="
+			    "\"limit\"} %llu\n",
+			    s->n_conns, s->max_conns, s->closed_deadline,
+			    s->closed_limit);
 	size_t len = evbuffer_get_length(b);
 	hp_srv_reply(s, req, 200, "text/plain; version=0.0.4; charset=utf-8",
 		     (const char *)evbuffer_pullup(b, -1), len);
@@ -177,6 +206,16 @@ void hp_srv_fabric_peers_free(struct hp_server *s)
 	s->n_fpeers = 0;
 }
 
+static const char *peer_of(struct evhttp_request *req)
+{
+	char *peer = NULL;
+	ev_uint16_t port = 0;
+	struct evhttp_connection *c = evhttp_request_get_connection(req);
+	if (c)
+		evhttp_connection_get_peer(c, &peer, &port);
+	return peer ? peer : "-";
+}
+
 /* A rank's record; a second join of the same rank (an agent that came
  * back with a new endpoint) replaces the first. Answered at once, on this
  * thread: the agent's loop may be busy in a collective. */
@@ -211,20 +250,29 @@ static void route_fabric_join(struct hp_server *s, struct evhttp_request *req)
 		return;
 	}
 	int code = 200;
+	bool replaced = false;
+	/* Only the agent sizes the table (hp_server_fabric_expect, its own
+	 * nnodes): a stranger's "size":1 used to fix it for ever and turn
+	 * every real join into a 409 (issue 12 §8). Until the agent knows,
+	 * joins get 409 and retry. */
 	pthread_mutex_lock(&s->mu);
-	if (j.size > 0)
-		fabric_size_locked(s, (unsigned)j.size);
 	if (!s->fpeers) {
-		bad = "the table's size is not known yet (give \"size\")";
+		bad = "the table's size is not known yet; retry";
 		code = 409;
 	} else if (j.size > 0 && (unsigned)j.size != s->n_fpeers) {
-		bad = "size differs from the table's";
-		code = 409;
+		bad = "size differs from this agent's nnodes";
+		code = 422;
 	} else if ((unsigned)j.rank >= s->n_fpeers) {
 		bad = "rank is not below the table's size";
 		code = 422;
 	} else {
 		struct hp_srv_fabric_peer *p = &s->fpeers[j.rank];
+		replaced = p->name && (strcmp(p->name, j.name) != 0 ||
+				       strcmp(p->http, j.http) != 0);
+		if (replaced)
+			hp_warn("server", "fabric peer table: rank %d replaced "
+				"(was %s, now %s from %s)", j.rank, p->http,
+				j.http, peer_of(req));
 		free(p->name);
 		free(p->http);
 		p->name = j.name;

@@ -29,6 +29,30 @@ struct hp_pending {
 	struct hp_pending *prev, *next; /* every pending not yet freed */
 };
 
+/* One accepted connection (server thread only), tracked from accept to
+ * close so that their number stays under the cap and none outlives the
+ * request deadline. */
+struct hp_srv_conn {
+	struct hp_server *s;
+	struct evhttp_connection *evcon;
+	double since;         /* accepted, or its last reply written */
+	bool busy;            /* a request is being answered */
+	bool reply_in_flight; /* handed to evhttp, not yet written */
+	/* framing (server.c): each request head is held until complete and
+	 * checked before evhttp sees any of it */
+	struct bufferevent *bev;
+	struct evbuffer_cb_entry *in_cb; /* on the bufferevent's input */
+	struct evbuffer *hold;  /* head bytes not yet passed on */
+	size_t scanned;         /* of hold, searched for its end already */
+	unsigned long long body_left; /* body bytes to pass straight on */
+	bool validate;          /* false after a chunked body: evhttp's alone */
+	bool passing;           /* we are adding to the input ourselves */
+	bool discard;           /* rejected: drop whatever else comes */
+	int reject_code;        /* the synthetic request stands for this */
+	const char *reject_why;
+	struct hp_srv_conn *prev, *next;
+};
+
 struct hp_server {
 	char *host;
 	int port;
@@ -65,9 +89,27 @@ struct hp_server {
 
 	struct hp_pending *all;
 	int unflushed; /* replies handed to evhttp and not yet written */
+
+	/* server thread only: connections (server.c) */
+	struct hp_srv_conn *conns;
+	int n_conns, max_conns;
+	struct bufferevent **fresh; /* accepted, not yet adopted */
+	int n_fresh, cap_fresh;
+	unsigned long long closed_deadline, closed_limit;
+	double limit_logged;
+	struct event *adopt_ev;  /* adopts fresh connections */
+	struct event *sweep_ev;  /* request deadline, once a second */
+	struct event *resume_ev; /* accept again after an accept error */
+	bool accept_off, accept_backoff, accept_batch_full;
+	double accept_err_logged; /* when, for rate limiting */
+	unsigned long long accept_errs; /* since that line */
 	bool draining;
 	bool drain_expired;
 };
+
+/* server.c: the connection of req, or NULL (server thread). */
+struct hp_srv_conn *hp_srv_conn_of(struct hp_server *s,
+				   struct evhttp_request *req);
 
 /* routes.c: the evhttp generic callback. */
 void hp_srv_route(struct evhttp_request *req, void *arg);

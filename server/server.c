@@ -4,20 +4,30 @@
  * the agent takes commands with hp_server_pop and reports back with
  * hp_server_cmd_done, which only flags the command and pokes the server
  * thread (event_active), so no evhttp call ever runs off that thread and a
- * command waiting for the agent never blocks other connections. */
+ * command waiting for the agent never blocks other connections.
+ * It also guards the door (issue 12): connections are counted and capped
+ * below RLIMIT_NOFILE, given a request deadline, and every request head
+ * is checked before evhttp parses it, so that no client can starve the
+ * supervisor of descriptors or get an HTML or mis-framed answer. */
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/thread.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +39,18 @@
 #define MAX_HEADERS (64 * 1024)
 /* seconds replies get to reach clients after the drain deadline */
 #define FLUSH_GRACE_S 1
+/* seconds a connection gets to deliver a whole request, from its accept
+ * or its last reply: evhttp's own timeout re-arms on every byte, so a
+ * client trickling a header byte every few seconds was kept for ever */
+#define REQUEST_DEADLINE_S 10
+/* the most connections at once, whatever RLIMIT_NOFILE allows */
+#define MAX_CONNS_CEIL 1024
+/* an accept error (EMFILE...) pauses accepting this long */
+#define ACCEPT_BACKOFF_MS 200
+
+/* The server of this thread: libevent's accept-error callback carries
+ * evhttp's argument, not ours. */
+static _Thread_local struct hp_server *thread_server;
 
 static struct hp_pending *pending_of(struct hp_cmd *c)
 {
@@ -101,35 +123,36 @@ static const char *reason_of(int code)
 	case 409: return "Conflict";
 	case 410: return "Gone";
 	case 412: return "Precondition Failed";
+	case 413: return "Request Entity Too Large";
 	case 422: return "Unprocessable Entity";
 	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
 	}
 	return code < 500 ? "Client Error" : "Server Error";
 }
 
 static void maybe_finish(struct hp_server *s);
 
-static void on_reply_written(struct evhttp_request *req, void *arg)
+static double mono_now(void)
 {
-	struct hp_server *s = arg;
-	struct evhttp_connection *c = evhttp_request_get_connection(req);
-	if (c)
-		evhttp_connection_set_closecb(c, NULL, NULL);
-	s->unflushed--;
-	maybe_finish(s);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* The connection died before the reply was written (the closecb is only
- * set while a reply is in flight; on_reply_written clears it). */
-static void on_conn_closed(struct evhttp_connection *c, void *arg)
+static void on_reply_written(struct evhttp_request *req, void *arg)
 {
-	struct hp_server *s = arg;
-	evhttp_connection_set_closecb(c, NULL, NULL);
+	struct hp_srv_conn *c = arg;
+	struct hp_server *s = c->s;
+	c->reply_in_flight = false;
+	c->busy = false;
+	c->since = mono_now();
 	s->unflushed--;
 	maybe_finish(s);
 }
@@ -154,12 +177,19 @@ void hp_srv_reply(struct hp_server *s, struct evhttp_request *req, int code,
 		evbuffer_add(buf, body, len);
 	}
 	/* A reply to a client that went away frees the request at once;
-	 * otherwise track it until written so the drain can wait for it. */
-	struct evhttp_connection *c = evhttp_request_get_connection(req);
+	 * otherwise track it until written so the drain can wait for it
+	 * (on_conn_gone counts it when the connection dies first). */
+	struct hp_srv_conn *c = hp_srv_conn_of(s, req);
 	if (c) {
 		s->unflushed++;
-		evhttp_request_set_on_complete_cb(req, on_reply_written, s);
-		evhttp_connection_set_closecb(c, on_conn_closed, s);
+		c->reply_in_flight = true;
+		c->busy = true;
+		evhttp_request_set_on_complete_cb(req, on_reply_written, c);
+	}
+	/* the reply's version is ours, whatever the request line said */
+	if (req->major != 1 || req->minor > 1) {
+		req->major = 1;
+		req->minor = 1;
 	}
 	evhttp_send_reply(req, code, reason_of(code), buf);
 	evbuffer_free(buf);
@@ -477,8 +507,499 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 static void *server_main(void *arg)
 {
 	struct hp_server *s = arg;
+	thread_server = s;
 	event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
 	return NULL;
+}
+
+/* ------------------------------------------------------------- framing */
+
+/* evhttp 2.1 answers framing errors itself with HTML (never counted),
+ * takes the first of two different Content-Lengths, answers CONNECT
+ * without a Content-Length on a kept-alive connection and reads no body
+ * for a GET with one (the bytes become the next request). So each request
+ * head is held back in c->hold until it is complete and checked here
+ * before evhttp sees a byte of it; a bad one is replaced by a synthetic
+ * request that on_request answers with {"detail": …} and closes. Bodies
+ * pass straight through (Content-Length bytes); after a chunked body the
+ * connection is left to evhttp alone. The input buffer's callback runs
+ * inside the read, before evhttp's read callback. */
+
+#define REJECTED_PATH "/-rejected-"
+#define SYNTHETIC "GET " REJECTED_PATH " HTTP/1.1\r\nConnection: close\r\n\r\n"
+
+static bool token_eq(const char *p, size_t n, const char *lit)
+{
+	return strlen(lit) == n && strncasecmp(p, lit, n) == 0;
+}
+
+/* 0, or the HTTP code and *why for a bad request line. */
+static int check_request_line(const char *p, size_t n, bool *may_body)
+{
+	static const char *const bodied[] = {"POST", "PUT", "PATCH"};
+	static const char *const plain[] = {"GET",    "HEAD",  "DELETE",
+					    "OPTIONS", "TRACE"};
+	const char *sp1 = memchr(p, ' ', n);
+	if (!sp1)
+		return 400;
+	const char *rest = sp1 + 1;
+	size_t rn = n - (size_t)(rest - p);
+	const char *sp2 = memchr(rest, ' ', rn);
+	if (!sp2 || sp2 == rest || sp1 == p)
+		return 400;
+	const char *ver = sp2 + 1;
+	size_t vn = n - (size_t)(ver - p);
+	if (memchr(ver, ' ', vn))
+		return 400;
+	size_t mn = (size_t)(sp1 - p);
+	bool v1x = vn == 8 && (memcmp(ver, "HTTP/1.1", 8) == 0 ||
+			       memcmp(ver, "HTTP/1.0", 8) == 0);
+	if (!v1x)
+		return vn >= 5 && memcmp(ver, "HTTP/", 5) == 0 ? 505 : 400;
+	*may_body = false;
+	for (size_t i = 0; i < HP_ARRAY_LEN(bodied); i++)
+		if (mn == strlen(bodied[i]) && memcmp(p, bodied[i], mn) == 0) {
+			*may_body = true;
+			return 0;
+		}
+	for (size_t i = 0; i < HP_ARRAY_LEN(plain); i++)
+		if (mn == strlen(plain[i]) && memcmp(p, plain[i], mn) == 0)
+			return 0;
+	if (mn == 7 && memcmp(p, "CONNECT", 7) == 0)
+		return 405;
+	return 501;
+}
+
+/* Checks a complete head (request line, headers, empty line). Returns 0
+ * with the body's length or *chunked, or an HTTP code and *why. */
+static int check_head(const char *h, size_t n, unsigned long long *body,
+		      bool *chunked, const char **why)
+{
+	const char *end = h + n, *line = h;
+	bool may_body = false, have_cl = false;
+	unsigned long long cl = 0;
+	*chunked = false;
+	*why = "Bad Request";
+	for (int i = 0; line < end; i++) {
+		const char *nl = memchr(line, '\n', (size_t)(end - line));
+		if (!nl)
+			break;
+		size_t len = (size_t)(nl - line);
+		if (len && line[len - 1] == '\r')
+			len--;
+		if (i == 0) {
+			int code = check_request_line(line, len, &may_body);
+			*why = code == 505   ? "HTTP Version Not Supported"
+			       : code == 405 ? "Method Not Allowed"
+			       : code == 501 ? "Not Implemented"
+					     : "malformed request line";
+			if (code)
+				return code;
+		} else if (len == 0) {
+			break;
+		} else {
+			const char *colon = memchr(line, ':', len);
+			*why = "malformed header line";
+			if (!colon || colon == line || line[0] == ' ' ||
+			    line[0] == '\t' || colon[-1] == ' ' ||
+			    colon[-1] == '\t')
+				return 400;
+			size_t nn = (size_t)(colon - line);
+			const char *v = colon + 1, *ve = line + len;
+			while (v < ve && (*v == ' ' || *v == '\t'))
+				v++;
+			while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+				ve--;
+			size_t vn = (size_t)(ve - v);
+			if (token_eq(line, nn, "Content-Length")) {
+				*why = "invalid Content-Length";
+				if (vn == 0 || vn > 19 || strspn(v, "0123456789") < vn)
+					return 400;
+				unsigned long long x = strtoull(v, NULL, 10);
+				*why = "conflicting Content-Length headers";
+				if (have_cl && x != cl)
+					return 400;
+				have_cl = true;
+				cl = x;
+			} else if (token_eq(line, nn, "Transfer-Encoding")) {
+				*why = "Transfer-Encoding other than chunked";
+				if (!token_eq(v, vn, "chunked"))
+					return 501;
+				*chunked = true;
+			}
+		}
+		line = nl + 1;
+	}
+	*why = "both Content-Length and Transfer-Encoding";
+	if (have_cl && *chunked)
+		return 400;
+	*why = "a body on a request that takes none";
+	if (!may_body && (cl > 0 || *chunked))
+		return 400;
+	*why = "Request Entity Too Large";
+	if (cl > MAX_BODY)
+		return 413;
+	*body = cl;
+	return 0;
+}
+
+/* Moves n bytes of from to evhttp's input (server thread). */
+static void pass_on(struct hp_srv_conn *c, struct evbuffer *in,
+		    struct evbuffer *from, size_t n)
+{
+	c->passing = true;
+	evbuffer_remove_buffer(from, in, n);
+	c->passing = false;
+}
+
+static void reject(struct hp_srv_conn *c, struct evbuffer *in, int code,
+		   const char *why)
+{
+	c->reject_code = code;
+	c->reject_why = why;
+	c->discard = true;
+	evbuffer_drain(c->hold, evbuffer_get_length(c->hold));
+	c->passing = true;
+	evbuffer_add(in, SYNTHETIC, strlen(SYNTHETIC));
+	c->passing = false;
+}
+
+/* The end of the head in c->hold (past its empty line), or 0. */
+static size_t head_end(struct hp_srv_conn *c)
+{
+	/* leading empty lines (after a body) are no request */
+	for (;;) {
+		unsigned char b[2];
+		ev_ssize_t k = evbuffer_copyout(c->hold, b, 2);
+		if (k >= 1 && b[0] == '\n')
+			evbuffer_drain(c->hold, 1);
+		else if (k == 2 && b[0] == '\r' && b[1] == '\n')
+			evbuffer_drain(c->hold, 2);
+		else
+			break;
+		c->scanned = 0;
+	}
+	/* from where the last search stopped, so that a head trickled in
+	 * byte by byte costs linear, not quadratic, time */
+	size_t len = evbuffer_get_length(c->hold);
+	size_t from = c->scanned > 3 ? c->scanned - 3 : 0;
+	c->scanned = len;
+	if (from >= len)
+		return 0;
+	struct evbuffer_ptr start;
+	if (evbuffer_ptr_set(c->hold, &start, from, EVBUFFER_PTR_SET) < 0)
+		return 0;
+	struct evbuffer_ptr a = evbuffer_search(c->hold, "\n\r\n", 3, &start);
+	struct evbuffer_ptr b = evbuffer_search(c->hold, "\n\n", 2, &start);
+	size_t ea = a.pos >= 0 ? (size_t)a.pos + 3 : 0;
+	size_t eb = b.pos >= 0 ? (size_t)b.pos + 2 : 0;
+	if (ea && eb)
+		return HP_MIN(ea, eb);
+	return ea ? ea : eb;
+}
+
+static void on_input(struct evbuffer *in, const struct evbuffer_cb_info *info,
+		     void *arg)
+{
+	struct hp_srv_conn *c = arg;
+	if (c->passing || !c->validate || info->n_added == 0)
+		return;
+	/* the new bytes are the last n_added; older ones are evhttp's */
+	size_t len = evbuffer_get_length(in);
+	size_t old = len - HP_MIN(len, info->n_added);
+	struct evbuffer *fresh = evbuffer_new();
+	if (!fresh)
+		hp_bug("evbuffer_new failed");
+	c->passing = true;
+	evbuffer_remove_buffer(in, fresh, len);
+	evbuffer_remove_buffer(fresh, in, old);
+	c->passing = false;
+	while (!c->discard && evbuffer_get_length(fresh)) {
+		if (c->body_left || !c->validate) {
+			size_t k = evbuffer_get_length(fresh);
+			if (c->validate && c->body_left < k)
+				k = (size_t)c->body_left;
+			pass_on(c, in, fresh, k);
+			if (c->validate)
+				c->body_left -= k;
+			continue;
+		}
+		evbuffer_remove_buffer(fresh, c->hold,
+				       evbuffer_get_length(fresh));
+		size_t end = head_end(c);
+		if (!end) {
+			if (evbuffer_get_length(c->hold) > MAX_HEADERS)
+				reject(c, in, 431,
+				       "Request Header Fields Too Large");
+			break;
+		}
+		if (end > MAX_HEADERS) {
+			reject(c, in, 431, "Request Header Fields Too Large");
+			break;
+		}
+		unsigned long long body = 0;
+		bool chunked = false;
+		const char *why = NULL;
+		const char *h = (const char *)evbuffer_pullup(c->hold,
+							     (ev_ssize_t)end);
+		int code = check_head(h, end, &body, &chunked, &why);
+		if (code) {
+			reject(c, in, code, why);
+			break;
+		}
+		pass_on(c, in, c->hold, end);
+		c->scanned = 0;
+		c->body_left = body;
+		if (chunked)
+			c->validate = false;
+		/* what follows the head: its body, maybe more requests */
+		evbuffer_remove_buffer(c->hold, fresh,
+				       evbuffer_get_length(c->hold));
+	}
+	evbuffer_free(fresh);
+}
+
+/* --------------------------------------------------------- connections */
+
+/* Connections are counted from accept to close so that clients can never
+ * take the file descriptors the supervisor needs for its workers: at the
+ * cap a new connection replaces the longest idle one, a
+ * connection that has not delivered a request within REQUEST_DEADLINE_S
+ * is closed, and accept errors pause accepting instead of spinning. evhttp
+ * 2.1 has no hooks for this, so: its bufferevent callback tells us a
+ * connection was accepted, and once evhttp has wired it up (the same loop
+ * pass), the bufferevent's callback argument is its evhttp_connection, on
+ * which we set the close callback. */
+
+static int conn_cap(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return MAX_CONNS_CEIL;
+	/* half of the descriptors stay with the supervisor */
+	long n = (long)rl.rlim_cur / 2 - 16;
+	return (int)(n < 4 ? 4 : n > MAX_CONNS_CEIL ? MAX_CONNS_CEIL : n);
+}
+
+static void accept_update(struct hp_server *s)
+{
+	if (!s->bound)
+		return;
+	bool off = s->accept_backoff || s->accept_batch_full;
+	if (off == s->accept_off)
+		return;
+	struct evconnlistener *l = evhttp_bound_socket_get_listener(s->bound);
+	s->accept_off = off;
+	if (off)
+		evconnlistener_disable(l);
+	else
+		evconnlistener_enable(l);
+}
+
+static struct bufferevent *on_new_bev(struct event_base *base, void *arg)
+{
+	struct hp_server *s = arg;
+	struct bufferevent *bev =
+		bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev)
+		return NULL; /* evhttp tries its own; it goes untracked */
+	if (s->n_fresh == s->cap_fresh) {
+		s->cap_fresh = s->cap_fresh ? 2 * s->cap_fresh : 16;
+		s->fresh = xrealloc(s->fresh,
+				    (size_t)s->cap_fresh * sizeof(*s->fresh));
+	}
+	s->fresh[s->n_fresh++] = bev;
+	event_active(s->adopt_ev, EV_READ, 0);
+	/* libevent's listener accepts until EAGAIN in one go; stop it at the
+	 * cap (it checks after each callback) so a burst cannot take every
+	 * descriptor before on_adopt makes room. */
+	if (s->n_conns + s->n_fresh >= s->max_conns) {
+		s->accept_batch_full = true;
+		accept_update(s);
+	}
+	return bev;
+}
+
+static void on_conn_gone(struct evhttp_connection *evcon, void *arg)
+{
+	struct hp_srv_conn *c = arg;
+	struct hp_server *s = c->s;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->n_conns--;
+	if (c->reply_in_flight)
+		s->unflushed--; /* the client left before the reply was out */
+	if (c->in_cb)
+		evbuffer_remove_cb_entry(bufferevent_get_input(c->bev),
+					 c->in_cb);
+	if (c->hold)
+		evbuffer_free(c->hold);
+	free(c);
+	maybe_finish(s);
+}
+
+/* The connection that waited longest without a request in progress. */
+static struct hp_srv_conn *oldest_idle(struct hp_server *s)
+{
+	struct hp_srv_conn *best = NULL;
+	for (struct hp_srv_conn *c = s->conns; c; c = c->next)
+		if (!c->busy && !c->reply_in_flight &&
+		    (!best || c->since < best->since))
+			best = c;
+	return best;
+}
+
+static void on_adopt(evutil_socket_t fd, short what, void *arg)
+{
+	struct hp_server *s = arg;
+	double now = mono_now();
+	for (int i = 0; i < s->n_fresh; i++) {
+		void *cbarg = NULL;
+		bufferevent_getcb(s->fresh[i], NULL, NULL, NULL, &cbarg);
+		struct evhttp_connection *evcon = cbarg;
+		if (!evcon)
+			continue;
+		if (s->n_conns >= s->max_conns) {
+			/* At the cap the newcomer takes the place of the
+			 * connection idle the longest, so a flood of idle or
+			 * trickling clients cannot lock the operator out. */
+			struct hp_srv_conn *victim = oldest_idle(s);
+			s->closed_limit++;
+			if (now - s->limit_logged >= 10) {
+				hp_warn("server", "%d HTTP connections open, the "
+					"most allowed (RLIMIT_NOFILE/2): closing "
+					"the longest idle ones",
+					s->n_conns);
+				s->limit_logged = now;
+			}
+			if (!victim) {
+				evhttp_connection_free(evcon);
+				continue;
+			}
+			evhttp_connection_free(victim->evcon);
+		}
+		struct hp_srv_conn *c = xcalloc(1, sizeof(*c));
+		c->s = s;
+		c->evcon = evcon;
+		c->since = now;
+		c->next = s->conns;
+		if (s->conns)
+			s->conns->prev = c;
+		s->conns = c;
+		s->n_conns++;
+		evhttp_connection_set_closecb(evcon, on_conn_gone, c);
+		struct evbuffer *in = bufferevent_get_input(s->fresh[i]);
+		c->bev = s->fresh[i];
+		c->hold = evbuffer_new();
+		if (!c->hold)
+			hp_bug("evbuffer_new failed");
+		/* bytes read before we got here: evhttp's alone */
+		c->validate = evbuffer_get_length(in) == 0;
+		c->in_cb = evbuffer_add_cb(in, on_input, c);
+	}
+	s->n_fresh = 0;
+	s->accept_batch_full = false;
+	accept_update(s);
+}
+
+struct hp_srv_conn *hp_srv_conn_of(struct hp_server *s,
+				   struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	if (!evcon)
+		return NULL;
+	for (struct hp_srv_conn *c = s->conns; c; c = c->next)
+		if (c->evcon == evcon)
+			return c;
+	return NULL;
+}
+
+/* evhttp's request callback: the connection is busy from here until its
+ * reply is written (a request waiting for the agent is never swept). */
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	struct hp_server *s = arg;
+	struct hp_srv_conn *c = hp_srv_conn_of(s, req);
+	if (c)
+		c->busy = true;
+	if (c && c->reject_code) {
+		char *peer = NULL;
+		ev_uint16_t port = 0;
+		evhttp_connection_get_peer(c->evcon, &peer, &port);
+		hp_warn("server", "refused a request from %s:%u: %s (%d)",
+			peer ? peer : "-", (unsigned)port, c->reject_why,
+			c->reject_code);
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+				  "Connection", "close");
+		hp_srv_reply_detail(s, req, c->reject_code, c->reject_why);
+		return;
+	}
+	hp_srv_route(req, s);
+}
+
+/* Once a second: close what has not delivered a request in time. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct hp_server *s = arg;
+	double now = mono_now();
+	for (struct hp_srv_conn *c = s->conns, *nx; c; c = nx) {
+		nx = c->next;
+		if (c->busy || c->reply_in_flight ||
+		    now - c->since < REQUEST_DEADLINE_S)
+			continue;
+		s->closed_deadline++;
+		evhttp_connection_free(c->evcon); /* on_conn_gone frees c */
+	}
+}
+
+static void on_resume_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct hp_server *s = arg;
+	s->accept_backoff = false;
+	accept_update(s);
+}
+
+/* accept(2) failed for another reason than a retriable one (EMFILE,
+ * ENFILE, ENOBUFS): libevent would retry at once, for ever, logging each
+ * time. Pause accepting instead, and say so at most every 10 s. */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+	int e = EVUTIL_SOCKET_ERROR();
+	struct hp_server *s = thread_server;
+	if (!s)
+		return;
+	s->accept_errs++;
+	double now = mono_now();
+	if (s->accept_err_logged == 0 || now - s->accept_err_logged >= 10) {
+		hp_warn("server", "cannot accept HTTP connections: %s (%llu "
+			"time(s)); pausing accepts for %d ms",
+			strerror(e), s->accept_errs, ACCEPT_BACKOFF_MS);
+		s->accept_err_logged = now;
+		s->accept_errs = 0;
+	}
+	s->accept_backoff = true;
+	accept_update(s);
+	struct timeval tv = {0, ACCEPT_BACKOFF_MS * 1000};
+	evtimer_add(s->resume_ev, &tv);
+}
+
+/* libevent's own warnings: through our log (which never blocks), at most
+ * a few a second. */
+static void on_libevent_log(int severity, const char *msg)
+{
+	static _Atomic long window;
+	static _Atomic int in_window;
+	if (severity < EVENT_LOG_WARN)
+		return;
+	long now = (long)mono_now();
+	if (atomic_exchange(&window, now) != now)
+		atomic_store(&in_window, 0);
+	if (atomic_fetch_add(&in_window, 1) < 5)
+		hp_warn("libevent", "%s", msg);
 }
 
 /* ---------------------------------------------------------------- bind */
@@ -509,7 +1030,7 @@ static int listen_once(const char *host, int port, int *fd_out,
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-		    listen(fd, 128) == 0) {
+		    listen(fd, SOMAXCONN) == 0) {
 			freeaddrinfo(res);
 			*fd_out = fd;
 			return 0;
@@ -568,6 +1089,7 @@ static void use_pthreads(void)
 {
 	if (evthread_use_pthreads() < 0)
 		hp_bug("evthread_use_pthreads failed");
+	event_set_log_callback(on_libevent_log);
 }
 
 static void free_resources(struct hp_server *s)
@@ -585,6 +1107,21 @@ static void free_resources(struct hp_server *s)
 		event_free(s->stop_ev);
 	if (s->drain_ev)
 		event_free(s->drain_ev);
+	if (s->adopt_ev)
+		event_free(s->adopt_ev);
+	if (s->sweep_ev)
+		event_free(s->sweep_ev);
+	if (s->resume_ev)
+		event_free(s->resume_ev);
+	free(s->fresh);
+	/* connections evhttp_free did not report closed */
+	while (s->conns) {
+		struct hp_srv_conn *c = s->conns;
+		s->conns = c->next;
+		if (c->hold)
+			evbuffer_free(c->hold);
+		free(c);
+	}
 	if (s->base)
 		event_base_free(s->base);
 	hp_srv_fabric_peers_free(s);
@@ -637,18 +1174,28 @@ struct hp_server *hp_server_new(const struct hp_server_options *o)
 				 EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
 				 EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_default_content_type(s->http, NULL);
-	evhttp_set_gencb(s->http, hp_srv_route, s);
+	evhttp_set_gencb(s->http, on_request, s);
+	evhttp_set_bevcb(s->http, on_new_bev, s);
+	s->max_conns = conn_cap();
 	s->bound = evhttp_accept_socket_with_handle(s->http, fd);
 	if (!s->bound) {
 		hp_error("server", "cannot accept on %s:%d", s->host, s->port);
 		close(fd);
 		goto fail;
 	}
+	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(s->bound),
+				    on_accept_error);
 	s->done_ev = event_new(s->base, -1, 0, on_done, s);
 	s->stop_ev = event_new(s->base, -1, 0, on_stop, s);
 	s->drain_ev = evtimer_new(s->base, on_drain_deadline, s);
-	if (!s->done_ev || !s->stop_ev || !s->drain_ev)
+	s->adopt_ev = event_new(s->base, -1, 0, on_adopt, s);
+	s->sweep_ev = event_new(s->base, -1, EV_PERSIST, on_sweep, s);
+	s->resume_ev = evtimer_new(s->base, on_resume_accept, s);
+	if (!s->done_ev || !s->stop_ev || !s->drain_ev || !s->adopt_ev ||
+	    !s->sweep_ev || !s->resume_ev)
 		hp_bug("event_new failed");
+	struct timeval sweep = {1, 0};
+	evtimer_add(s->sweep_ev, &sweep);
 
 	/* The thread blocks every signal: the agent's loop owns them, and a
 	 * write to a closed socket gives EPIPE here instead of SIGPIPE. */

@@ -97,7 +97,8 @@ static void test_defaults(void **state)
 	/* HyperPod */
 	assert_int_equal(c.shutdown_signal, SIGKILL);
 	assert_int_equal(c.shutdown_timeout, 15);
-	assert_string_equal(c.server_host, "0.0.0.0");
+	/* single-node local mode: the unauthenticated API stays on loopback */
+	assert_string_equal(c.server_host, "127.0.0.1");
 	assert_int_equal(c.server_port, 8080);
 	assert_string_equal(c.server_log_level, "info");
 	assert_int_equal(c.server_shutdown_timeout, 300);
@@ -494,6 +495,33 @@ static void test_nnodes(void **state)
 	}
 }
 
+/* Issue 12 §11: loopback by default only where nobody else needs the
+ * API; an explicit --server-host always wins. */
+static void test_server_host_default(void **state)
+{
+	struct hp_config c;
+	ok(&c, ARGV("--standalone", "train.py"), NOENV);
+	assert_string_equal(c.server_host, "127.0.0.1");
+	hp_config_fini(&c);
+	ok(&c, ARGV("--nnodes", "4", "train.py"), NOENV);
+	assert_int_equal(c.mode, HP_MODE_OPERATOR);
+	assert_string_equal(c.server_host, "0.0.0.0");
+	hp_config_fini(&c);
+	ok(&c, ARGV("--rdzv-backend=hyperpod", "train.py"), NOENV);
+	assert_string_equal(c.server_host, "0.0.0.0");
+	hp_config_fini(&c);
+	ok(&c, ARGV("--nnodes", "2", "--rdzv-backend=static", "train.py"),
+	   NOENV);
+	assert_string_equal(c.server_host, "0.0.0.0");
+	hp_config_fini(&c);
+	ok(&c, ARGV("--server-host", "0.0.0.0", "train.py"), NOENV);
+	assert_string_equal(c.server_host, "0.0.0.0");
+	hp_config_fini(&c);
+	ok(&c, ARGV("train.py"), ENV("PET_SERVER_HOST=10.1.2.3"));
+	assert_string_equal(c.server_host, "10.1.2.3");
+	hp_config_fini(&c);
+}
+
 static void test_nproc(void **state)
 {
 	struct hp_config c;
@@ -887,6 +915,7 @@ int main(void)
 		cmocka_unit_test(test_torch2_flags),
 		cmocka_unit_test(test_pet_fallback),
 		cmocka_unit_test(test_nnodes),
+		cmocka_unit_test(test_server_host_default),
 		cmocka_unit_test(test_nproc),
 		cmocka_unit_test(test_hyperpod_bad_values),
 		cmocka_unit_test(test_std_maps),

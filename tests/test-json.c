@@ -11,6 +11,8 @@
 #include <cmocka.h>
 
 #include "base/log.h"
+#include "base/sbuf.h"
+#include "base/xalloc.h"
 #include "server/server.h"
 
 #define OKBODY                                                                 \
@@ -490,6 +492,41 @@ static void test_status_empty_progress(void **st)
 	free(j);
 }
 
+/* Issue 12 §2: 100k bad rankIps entries give 20 errors, a long string
+ * input comes back cut, and a short one exactly as pydantic gives it. */
+static void test_bounded_errors(void **st)
+{
+	struct hp_sbuf b = {0};
+	hp_sbuf_puts(&b, "{" OKBODY ",\"rankIps\":[");
+	for (int i = 0; i < 100000; i++)
+		hp_sbuf_puts(&b, i ? ",{}" : "{}");
+	hp_sbuf_puts(&b, "]}");
+	char *body = hp_sbuf_finish(&b);
+	struct hp_start_req r;
+	char *d = NULL;
+	assert_int_equal(start(body, &r, &d), 422);
+	hp_start_req_fini(&r);
+	size_t n = 0;
+	for (const char *p = d; (p = strstr(p, "\"type\":")); p++)
+		n++;
+	assert_int_equal(n, 20);
+	assert_true(strlen(d) < 4096);
+	free(d);
+	free(body);
+
+	char big[2000];
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	char *b2 = xasprintf("{" OKBODY ",\"ipVersion\":{\"k\":\"%s\"}}", big);
+	d = NULL;
+	assert_int_equal(start(b2, &r, &d), 422);
+	hp_start_req_fini(&r);
+	assert_non_null(strstr(d, "aaa...\"}"));
+	assert_true(strlen(d) < 1000);
+	free(d);
+	free(b2);
+}
+
 int main(void)
 {
 	hp_log_level = HP_LOG_ERROR;
@@ -510,6 +547,7 @@ int main(void)
 		cmocka_unit_test(test_status_minimal),
 		cmocka_unit_test(test_status_full),
 		cmocka_unit_test(test_status_empty_progress),
+		cmocka_unit_test(test_bounded_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* test-resconf.c — pod_resourceconfig.json: the pure merge and file text,
  * then the real file in a temporary directory, byte for byte against what
  * the reference's json.dump writes (expected strings produced by Python). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -206,6 +207,21 @@ static int fx_teardown(void **state)
 	return r == 0 ? 0 : -1;
 }
 
+/* Nothing but the file itself in its directory. */
+static bool no_temp_left(const struct fx *f)
+{
+	DIR *d = opendir(f->dir);
+	bool ok = d != NULL;
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		if (e->d_name[0] != '.' &&
+		    strcmp(e->d_name, "pod_resourceconfig.json") != 0)
+			ok = false;
+	if (d)
+		closedir(d);
+	return ok;
+}
+
 static char *slurp(const char *path)
 {
 	FILE *fp = fopen(path, "rb");
@@ -368,19 +384,52 @@ static void file_write_error_keeps_state(void **state)
 	assert_non_null(rc);
 	struct hp_rank_ip a[] = {RIP(0, "10.0.0.1")};
 	assert_int_equal(hp_resconf_apply(rc, 0, 1, a, 1, true, "v1"), 0);
-	/* a directory where the temporary file goes: open(2) fails even
-	 * for root */
-	assert_int_equal(mkdir(f->tmp, 0755), 0);
+	/* a directory at the file's name: rename(2) fails even for root */
+	char *aside = xasprintf("%s.aside", f->file);
+	assert_int_equal(rename(f->file, aside), 0);
+	assert_int_equal(mkdir(f->file, 0755), 0);
 	struct hp_rank_ip b[] = {RIP(0, "10.0.0.2")};
 	assert_int_equal(hp_resconf_apply(rc, 0, 1, b, 1, true, "v2"),
 			 -EISDIR);
+	assert_int_equal(rmdir(f->file), 0);
+	assert_int_equal(rename(aside, f->file), 0);
+	free(aside);
 	assert_string_equal(hp_resconf_ip_version(rc), "v1");
 	char *j = hp_resconf_ips_json(rc);
 	assert_string_equal(j, "[\"10.0.0.1\"]");
 	free(j);
 	assert_file(f->file, "{\"ips\": [\"10.0.0.1\"], \"current_pod_ip\": "
 			     "\"10.0.0.1\", \"ips_timestamp\": \"v1\"}");
-	assert_int_equal(rmdir(f->tmp), 0);
+	assert_true(no_temp_left(f));
+	hp_resconf_free(rc);
+}
+
+/* Issue 12 §9: a symlink planted at the old fixed temp name is never
+ * written through. */
+static void planted_symlink_not_followed(void **state)
+{
+	struct fx *f = *state;
+	struct hp_resconf *rc = hp_resconf_new(f->dir);
+	assert_non_null(rc);
+	char *victim = xasprintf("%s/victim", f->root);
+	int fd = open(victim, O_CREAT | O_WRONLY, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "keep", 4), 4);
+	close(fd);
+	assert_int_equal(symlink(victim, f->tmp), 0);
+	struct hp_rank_ip a[] = {RIP(0, "10.0.0.1")};
+	assert_int_equal(hp_resconf_apply(rc, 0, 1, a, 1, true, "v1"), 0);
+	assert_file(victim, "keep");
+	assert_file(f->file, "{\"ips\": [\"10.0.0.1\"], \"current_pod_ip\": "
+			     "\"10.0.0.1\", \"ips_timestamp\": \"v1\"}");
+	struct stat st;
+	assert_int_equal(lstat(f->tmp, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	assert_int_equal(stat(f->file, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0644);
+	assert_int_equal(unlink(f->tmp), 0);
+	assert_true(no_temp_left(f));
+	free(victim);
 	hp_resconf_free(rc);
 }
 
@@ -414,6 +463,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(file_lifecycle, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(file_garbage_is_ignored,
+						fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(planted_symlink_not_followed,
 						fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(file_write_error_keeps_state,
 						fx_setup, fx_teardown),

@@ -598,9 +598,17 @@ static void test_fabric_peers(void **st)
 	int port = hp_server_port(a->srv);
 	expect(port, "GET", "/fabric/peers", NULL, 503,
 	       "{\"detail\":\"incomplete\"}");
-	/* no size known yet */
+	/* no size known yet: a join cannot set it, so a stranger's
+	 * "size":1 does not fix the table for ever (issue 12 §8) */
 	expect(port, "POST", "/fabric/join",
 	       "{\"rank\":1,\"name\":\"ab\",\"http\":\"h:1\"}", 409, NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":0,\"name\":\"ab\",\"http\":\"h:1\",\"size\":1}",
+	       409, NULL);
+	hp_server_fabric_expect(a->srv, 2);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":0,\"name\":\"ab\",\"http\":\"h:1\",\"size\":1}",
+	       422, NULL);
 	expect(port, "POST", "/fabric/join",
 	       "{\"rank\":1,\"name\":\"abcd\",\"http\":\"127.0.0.1:81\","
 	       "\"size\":2}",
@@ -627,7 +635,7 @@ static void test_fabric_peers(void **st)
 	expect(port, "POST", "/fabric/join",
 	       "{\"rank\":-1,\"name\":\"ab\",\"http\":\"h:1\"}", 422, NULL);
 	expect(port, "POST", "/fabric/join",
-	       "{\"rank\":0,\"name\":\"ab\",\"http\":\"h:1\",\"size\":3}", 409,
+	       "{\"rank\":0,\"name\":\"ab\",\"http\":\"h:1\",\"size\":3}", 422,
 	       NULL);
 	expect(port, "GET", "/fabric/join", NULL, 405, NULL);
 	expect(port, "POST", "/fabric/peers", NULL, 405, NULL);

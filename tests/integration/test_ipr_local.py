@@ -211,9 +211,11 @@ class LocalIPR(harness.ProcessTest):
         r.wait_line(r"message without a client_id; ignored", T)
         a.sendall(frame({"type": "job_fault", "client_id": "x", "local_rank": 99}))
         r.wait_line(r"job_fault message with local_rank outside \[0, 4\); ignored", T)
-        # still connected: a well-formed init after all that registers
+        # still connected: a well-formed init after all that is judged,
+        # and refused, as this process is not worker 2's (issue 12 §6)
         a.sendall(frame({"type": "init", "local_rank": 2, "client_id": "garbage-a"}))
-        r.wait_line(r"registered garbage-a for local rank 2", T)
+        r.wait_line(r"init for local rank 2 refused: pid \d+ is not in that "
+                    r"worker's process group", T)
         # 2. an oversized frame: the client is dropped
         a.sendall(b"\x7f\xff\xff\xff" + b"x" * 1024)
         r.wait_line(r"dropping client \d+: a frame is longer than 1048576 bytes", T)

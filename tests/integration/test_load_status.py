@@ -17,6 +17,9 @@ restarts do not become 100,000 log lines for the harness to read."""
 import http.client
 import json
 import os
+import signal
+import socket
+import subprocess
 import threading
 import time
 
@@ -139,6 +142,94 @@ class LoadStatus(harness.ProcessTest):
 
         op.shutdown(port)
         self.assertExit(run, 0, timeout=T)
+
+
+class HostileLoad(harness.ProcessTest):
+    """Issue 12 §Tests, kept in the load test so they stay fixed: /status
+    under load while the agent's stdout and stderr are pipes nobody reads
+    (its workers print 20,000 lines per attempt in a restart storm), five
+    clients trickle header bytes, a hundred idle connections are held and
+    1 MiB amplification bodies are posted. Required: 0 errors, every
+    keep-alive connection kept, the restart storm going on, exit on
+    SIGTERM within 10 s."""
+
+    def test_status_under_hostile_clients_and_stalled_console(self):
+        port = harness.free_port()
+        pipe = subprocess.PIPE
+        p = subprocess.Popen([harness.hyperpodrun(), "--server-host", "127.0.0.1",
+                              "--server-port", str(port), "--tee", "3",
+                              "--max-restarts", "1000000", "--nproc-per-node", "2",
+                              "--no-python", "sh", "-c", "seq 1 20000; exit 1"],
+                             env=harness.base_env(), cwd=self.tmp, stdin=subprocess.DEVNULL,
+                             stdout=pipe, stderr=pipe, start_new_session=True)
+        harness.TRACKER.popen_pids.add(p.pid)
+        held = []
+        try:
+            first = op.wait_state(port, ("running", "faulted", "stopping", "ready"), T)
+            self.assertIn("RUNNING", first["transitions"], first)
+            for _ in range(100):
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            stop = threading.Event()
+
+            def trickle():
+                sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+                try:
+                    for ch in b"GET /status HTTP/1.1\r\nX: " + b"a" * 1000:
+                        if stop.wait(0.2):
+                            break
+                        sk.sendall(bytes([ch]))
+                except OSError:
+                    pass  # closed by the request deadline
+                sk.close()
+
+            def amplify(out):
+                body = ('{"rank":0,"nnodes":2,"faultCount":0,"rankIps":['
+                        + ",".join(["{}"] * 349000) + "]}")
+                out.append(op.request(port, "POST", "/start", raw=body, timeout=30))
+
+            amp = []
+            side = [threading.Thread(target=trickle, daemon=True) for _ in range(5)]
+            side += [threading.Thread(target=amplify, args=(amp,), daemon=True)
+                     for _ in range(2)]
+            start_evt = threading.Event()
+            deadline = time.monotonic() + DEADLINE_S
+            clients = [Client(port, 500, start_evt, deadline) for _ in range(8)]
+            for t in side + clients:
+                t.start()
+            t0 = time.monotonic()
+            start_evt.set()
+            for c in clients:
+                c.join(max(0.0, deadline - time.monotonic()) + 10)
+            elapsed = time.monotonic() - t0
+            stop.set()
+            for t in side:
+                t.join(40)
+            errors = [e for c in clients for e in c.errors]
+            done = sum(c.done for c in clients)
+            worst = max(c.worst for c in clients)
+            running_ts = set().union(*(c.running_ts for c in clients))
+            print(f"hostile load: {done} requests in {elapsed:.2f}s; slowest "
+                  f"{worst * 1000:.1f} ms; {len(running_ts)} distinct RUNNING times; "
+                  f"amplification replies {[len(a.body) for a in amp]} bytes", flush=True)
+            self.assertEqual(errors[:10], [], f"{len(errors)} errors")
+            self.assertEqual(done, 4000)
+            self.assertEqual([c.connects for c in clients], [1] * 8)
+            self.assertGreaterEqual(len(running_ts), 3, "no restarts seen during the load")
+            self.assertEqual([a.code for a in amp], [422, 422])
+            self.assertTrue(all(len(a.body) < 16384 for a in amp))
+            t = time.monotonic()
+            p.send_signal(signal.SIGTERM)
+            rc = p.wait(15)
+            self.assertLess(time.monotonic() - t, 10.0)
+            self.assertEqual(rc, -signal.SIGTERM if rc < 0 else 143)
+        finally:
+            for sk in held:
+                sk.close()
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            p.stdout.close()
+            p.stderr.close()
 
 
 if __name__ == "__main__":
