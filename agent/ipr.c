@@ -512,6 +512,8 @@ static void on_ckpt_update(void *ud, int local_rank, long long step,
 {
 	struct hp_agent *a = ud;
 	int rc = hp_ckpt_update(a->ckpt, local_rank, step, path, type);
+	hp_debug("ipr", "checkpoint step %lld: local rank %d reported %s", step,
+		 local_rank, type);
 	if (rc == 1)
 		hp_info("ipr", "checkpoint step %lld complete (%s)", step,
 			path ? path : "no path");
