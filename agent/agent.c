@@ -153,7 +153,7 @@ static void publish_now(struct hp_agent *a)
 		.ipversion = a->resconf ? hp_resconf_ip_version(a->resconf)
 					: NULL,
 		.progress_json = progress,
-		.agent_version = HP_VERSION,
+		.agent_version = HP_AGENT_VERSION(HP_VERSION),
 		.assigned_rank = a->assigned_rank,
 		.spare = a->spare,
 		.priority = a->priority,

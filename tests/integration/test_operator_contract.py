@@ -160,6 +160,12 @@ class Contract(harness.ProcessTest):
             self.assertEqual(env["SPARE"], "False")
         st = op.status(port)
         self.assertEqual((st["status"], st["reason"]), ("running", "Running"), st)
+        # agent_version: the reference release we follow, ours as local
+        # metadata; ours alone in /metrics' build info
+        self.assertEqual(st["agent_version"],
+                         "1.1.0+hyperpodrun." + harness.project_version())
+        self.assertIn('version="%s"' % harness.project_version(),
+                      op.request(port, "GET", "/metrics").body)
 
     def test_recipe_command_line_on_a_laptop_runs_at_once(self):
         script = [harness.helper("print-env")]
