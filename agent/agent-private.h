@@ -57,6 +57,7 @@ struct worker {
 	int data_rank;    /* global rank of the job_data, -1 = none */
 	char *data_json;
 	char *labels_json;
+	unsigned long labels_seq; /* order of the rank_labels messages */
 };
 
 struct hp_agent {
@@ -95,6 +96,7 @@ struct hp_agent {
 	bool unhealthy;
 	bool failed_run;   /* the last run failed: /shutdown exits 1 */
 	bool plr_pending;  /* IPR: a request asked for a process restart */
+	unsigned long labels_seq; /* rank_labels messages so far */
 	char *logmon_pending; /* rules from a request while armed */
 	struct hp_ckpt *ckpt; /* checkpoint discovery (ckpt.c) */
 	char *req_worker_data; /* the operator's worker_data, JSON text */

@@ -44,30 +44,19 @@ static const char *const stage_names[] = {"idle", "pre-train", "train",
 /* ------------------------------------------------------------------ */
 /* status                                                              */
 
-/* Every rank's rank_labels merged into one object (later ranks win). */
-static char *merged_labels(const struct hp_agent *a)
+/* The reference keeps one labels map per worker group: the last
+ * rank_labels message replaces it, whoever sent it (10281984903
+ * assign_labels; 9960341539 test_notify_labels_callback). */
+static char *group_labels(const struct hp_agent *a)
 {
-	size_t cap = 64, len = 1;
-	char *out = xmalloc(cap);
-	out[0] = '{';
-	for (int i = 0; i < a->nproc; i++) {
-		const char *l = a->workers[i].labels_json;
-		if (!l)
-			continue;
-		/* strip the braces of "{...}" and join the members */
-		size_t n = strlen(l);
-		if (n < 2 || l[0] != '{' || n == 2)
-			continue;
-		if (len + n + 2 > cap)
-			out = xrealloc(out, cap = (len + n + 2) * 2);
-		if (len > 1)
-			out[len++] = ',';
-		memcpy(out + len, l + 1, n - 2);
-		len += n - 2;
-	}
-	out[len++] = '}';
-	out[len] = '\0';
-	return out;
+	const char *last = NULL;
+	unsigned long best = 0;
+	for (int i = 0; i < a->nproc; i++)
+		if (a->workers[i].labels_json && a->workers[i].labels_seq > best) {
+			best = a->workers[i].labels_seq;
+			last = a->workers[i].labels_json;
+		}
+	return xstrdup(last ? last : "{}");
 }
 
 static void json_str(char **buf, size_t *len, size_t *cap, const char *s);
@@ -137,7 +126,7 @@ static void publish_now(struct hp_agent *a)
 				.data_json = w->data_json,
 			};
 		}
-		labels = merged_labels(a);
+		labels = group_labels(a);
 	}
 	char *progress = progress_json(a);
 	struct hp_status st = {
@@ -1257,10 +1246,15 @@ int hp_agent_run(struct hp_agent *a)
 			goto out;
 		}
 	}
-	/* the socket exists in PLR mode too: checkpoint discovery */
+	/* the socket exists in PLR mode too: checkpoint discovery; there a
+	 * socket that cannot be set up costs only that */
 	if (ipr_setup(a) < 0) {
-		a->exit_code = 1;
-		goto out;
+		if (c->inprocess_restart) {
+			a->exit_code = 1;
+			goto out;
+		}
+		hp_warn("agent", "no worker IPC socket: checkpoint discovery "
+			"is off");
 	}
 	a->restart_mode = c->inprocess_restart ? "in_process_restart"
 					       : "process_level_restart";

@@ -488,6 +488,7 @@ static void on_labels(void *ud, int local_rank, const char *labels_json)
 	struct worker *w = &a->workers[local_rank];
 	free(w->labels_json);
 	w->labels_json = xstrdup(labels_json);
+	w->labels_seq = ++a->labels_seq;
 	agent_publish(a);
 }
 

@@ -12,7 +12,10 @@ Behaviour: connects to $HYPERPOD_ELASTICAGENT_SOCKET_SERVER_PATH, sends
 init, then at_rcb_barrier; on job_start sends past_rcb_barrier; on
 job_fault goes back to the barrier. RAW_GATE=PATH ("{local_rank}"
 replaced): a FIFO opened for reading before connecting, so the test decides
-when this rank connects. Exits when the agent closes the socket, or after
+when this rank connects. RAW_DROP_RANK=L: local rank L closes its connection
+right after reaching the barrier and stays alive. RAW_FAULT_MODE=M: local
+rank 0 answers its first job_start with a job_fault (reason RawFault,
+restart_mode M). Exits when the agent closes the socket, or after
 RAW_SAFETY_S seconds (120).
 """
 import json
@@ -62,6 +65,12 @@ def main():
     base = {"client_id": cid, "local_rank": LOCAL}
     send(sock, dict(base, type="init"))
     send(sock, dict(base, type="at_rcb_barrier"))
+    if os.environ.get("RAW_DROP_RANK") == str(LOCAL):
+        sock.close()
+        emit("dropped", {})
+        time.sleep(float(os.environ.get("RAW_SAFETY_S", "120")))
+        return 3
+    fault_mode = os.environ.get("RAW_FAULT_MODE") if LOCAL == 0 else None
     sock.settimeout(float(os.environ.get("RAW_SAFETY_S", "120")))
     while True:
         try:
@@ -77,6 +86,11 @@ def main():
         emit("msg", msg)
         if msg.get("type") == "job_start":
             send(sock, dict(base, type="past_rcb_barrier"))
+            if fault_mode:
+                rank = int(msg["worker_envs"]["RANK"])
+                send(sock, dict(base, type="job_fault", rank=rank, reason="RawFault",
+                                message="raw fault", restart_mode=fault_mode))
+                fault_mode = None
         elif msg.get("type") == "job_fault":
             send(sock, dict(base, type="at_rcb_barrier"))
 

@@ -369,15 +369,17 @@ class OperatorIPR(harness.ProcessTest):
         self.start_and_run(0, 29611)
         for n in nodes:
             st = self.poll_status(n, lambda s: len(s.get("worker_data", [])) == NPROC
-                                  and len(s["rank_labels"]) == NPROC)
+                                  and s["rank_labels"])
             base = n.group_rank * NPROC
             self.assertEqual(
                 sorted((w["rank"], w["group_rank"], w["local_rank"], w["failed"], w["data"])
                        for w in st["worker_data"]),
                 [(base + i, n.group_rank, i, False, "data-r%d-c0" % (base + i))
                  for i in range(NPROC)])
-            self.assertEqual(st["rank_labels"],
-                             {"label_r%d" % (base + i): "c0" for i in range(NPROC)})
+            # the last sender's map replaces the group's (the reference's
+            # assign_labels; 9960341539 test_notify_labels_callback)
+            self.assertIn(st["rank_labels"],
+                          [{"label_r%d" % (base + i): "c0"} for i in range(NPROC)])
 
     def test_worker_can_raise_restart_mode(self):
         nodes = self.boot(IPR_FAULT_MODE="process_level_restart")

@@ -286,6 +286,32 @@ class Contract(harness.ProcessTest):
         op.wait_state(port, "ready", T)
         self.assertEqual(len(records(run, "ready")), 4, "no new processes for 'plr'")
 
+    def test_job_start_with_a_missing_client_is_a_fault(self):
+        # 9960341539 test_send_start_missing_clients: all or nothing
+        run, port = self.boot(self.recipe(["--inprocess-restart"]),
+                              pod_env(self.tmp, NNODES="1", RAW_DROP_RANK="1",
+                                      RAW_SAFETY_S="60"))
+        run.wait_line(r"raw dropped \{", T, stream="out")
+        op.wait_state(port, "ready", T)
+        op.start(port, 0, 1, 0, "127.0.0.1", 29500)
+        st = op.wait_state(port, "faulted", T)
+        self.assertEqual(st["reason"], "WorkerFault", st)
+        self.assertFalse(msgs(run, "job_start"), "job_start went to some ranks")
+        run.wait_line(r"no connected client for local rank\(s\) 1", T)
+
+    def test_local_plr_fault_passes_through_faulted(self):
+        # 10027259171 test_handle_healthy_state: FAULTED with the worker's
+        # reason, then new processes (INIT)
+        run, port = self.boot(self.recipe(["--inprocess-restart"]),
+                              pod_env(self.tmp, NNODES="1",
+                                      RAW_FAULT_MODE="local_process_level_restart"))
+        op.wait_state(port, "ready", T)
+        op.start(port, 0, 1, 0, "127.0.0.1", 29500)
+        run.wait_line(r"RUNNING -> FAULTED reason=RawFault", T)
+        run.wait_line(r"FAULTED -> INIT", T)
+        run.wait_lines(r"raw ready \{", 4, T, stream="out")
+        op.wait_state(port, "ready", T)
+
     # -- 9. checkpoint discovery (PLR: the socket exists there too) --------
     def test_checkpoint_of_two_ranks_is_progress_only_when_complete(self):
         pe = harness.helper("exit-with")
