@@ -6,6 +6,7 @@
 #ifndef HP_AGENT_PRIVATE_H
 #define HP_AGENT_PRIVATE_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <sys/types.h>
 #include <uv.h>
@@ -143,6 +144,15 @@ struct hp_agent {
 static inline bool agent_ipr(const struct hp_agent *a)
 {
 	return a->cfg->inprocess_restart;
+}
+
+/* Global rank of local rank lr, computed in 64 bits and clamped to an int
+ * (the operator's numbers are range-checked; --nnodes/--node-rank of a
+ * local run are not bounded that tightly). */
+static inline int agent_global_rank(const struct hp_agent *a, int lr)
+{
+	long long r = (long long)a->group_rank * a->nproc + lr;
+	return r > INT_MAX ? INT_MAX : r < INT_MIN ? INT_MIN : (int)r;
 }
 
 /* agent.c */

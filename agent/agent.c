@@ -119,7 +119,7 @@ static void publish_now(struct hp_agent *a)
 			wd[nwd++] = (struct hp_worker_data){
 				.rank = w->data_rank >= 0
 						? w->data_rank
-						: a->group_rank * a->nproc + i,
+						: agent_global_rank(a, i),
 				.group_rank = a->group_rank,
 				.local_rank = i,
 				.failed = w->failed,
@@ -431,7 +431,7 @@ static void add_failure(struct hp_agent *a, int local_rank, pid_t pid,
 	struct hp_failure *f = &a->failures[a->n_failures++];
 	*f = (struct hp_failure){
 		.rank = local_rank >= 0
-				? a->group_rank * a->nproc + local_rank
+				? agent_global_rank(a, local_rank)
 				: -1,
 		.local_rank = local_rank,
 		.pid = pid,
@@ -518,8 +518,8 @@ static void spawn_group(struct hp_agent *a)
 	a->spawned_once = true;
 	restart_done(a);
 	hp_info("agent", "started %d workers (attempt %d, group rank %d, "
-		"world size %d)", a->nproc, a->restart_count, a->group_rank,
-		a->nnodes * a->nproc);
+		"world size %lld)", a->nproc, a->restart_count, a->group_rank,
+		(long long)a->nnodes * a->nproc);
 	if (agent_ipr(a))
 		ipr_group_spawned(a);
 }
@@ -1246,9 +1246,11 @@ int hp_agent_run(struct hp_agent *a)
 			goto out;
 		}
 	}
-	/* the socket exists in PLR mode too: checkpoint discovery; there a
-	 * socket that cannot be set up costs only that */
-	if (ipr_setup(a) < 0) {
+	/* the socket exists in PLR operator mode too, for checkpoint
+	 * discovery (10071915287); there a socket that cannot be set up
+	 * costs only that. A local PLR run keeps torchrun's environment. */
+	if ((c->inprocess_restart || c->mode == HP_MODE_OPERATOR) &&
+	    ipr_setup(a) < 0) {
 		if (c->inprocess_restart) {
 			a->exit_code = 1;
 			goto out;

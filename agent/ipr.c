@@ -428,7 +428,7 @@ static void on_fault(void *ud, int local_rank, int rank, const char *reason,
 		return;
 	struct worker *w = &a->workers[local_rank];
 	if (rank < 0)
-		rank = a->group_rank * a->nproc + local_rank;
+		rank = agent_global_rank(a, local_rank);
 	w->failed = true;
 	append_failed_rank(a, rank);
 	hp_warn("ipr", "rank %d (local %d) reported a fault: %s %s", rank,
@@ -476,7 +476,7 @@ static void on_data(void *ud, int local_rank, int rank, const char *data_json)
 	struct worker *w = &a->workers[local_rank];
 	free(w->data_json);
 	w->data_json = xstrdup(data_json);
-	w->data_rank = rank >= 0 ? rank : a->group_rank * a->nproc + local_rank;
+	w->data_rank = rank >= 0 ? rank : agent_global_rank(a, local_rank);
 	agent_publish(a);
 }
 
