@@ -197,8 +197,10 @@ static void state_changed(struct hp_agent *a, enum hp_state from,
 	hp_metrics_set_state(a->metrics, to);
 	if (to == HP_STATE_FAULTED && a->fault_at <= 0)
 		a->fault_at = hp_metrics_now();
-	/* what torch's run() would see at /shutdown: a failed group */
-	if (to == HP_STATE_FAULTED)
+	/* what torch's run() would see at /shutdown: a failed group (operator
+	 * mode: FAULTED lasts until the operator acts; in local mode it is a
+	 * moment of the agent's own restart cycle) */
+	if (to == HP_STATE_FAULTED && a->cfg->mode == HP_MODE_OPERATOR)
 		a->failed_run = true;
 	else if (to == HP_STATE_RUNNING || to == HP_STATE_READY)
 		a->failed_run = false;

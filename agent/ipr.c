@@ -292,7 +292,7 @@ int ipr_cmd_start(struct hp_agent *a, const struct hp_start_req *r)
 /* The reference reads restart_mode as a RestartMode member name, any case
  * (RestartMode[x.upper()], 10759738055 set_restart_mode): only
  * process_level_restart asks for new processes. */
-static bool wants_plr(const char *mode)
+static bool wants_plr(const struct hp_agent *a, const char *mode)
 {
 	static const char *const members[] = {
 		"in_process_restart", "job_level_restart", "local_prl",
@@ -300,6 +300,10 @@ static bool wants_plr(const char *mode)
 	for (size_t i = 0; i < HP_ARRAY_LEN(members); i++)
 		if (strcasecmp(mode, members[i]) == 0)
 			return i == 3;
+	/* local mode has no operator: "plr" is what our own peers send
+	 * there (xnode_tell_peers) */
+	if (a->cfg->mode == HP_MODE_LOCAL && strcmp(mode, "plr") == 0)
+		return true;
 	if (strcmp(mode, "ipr") != 0)
 		hp_error("ipr", "/stop: unexpected restart_mode '%s': using an "
 			 "in-process restart", mode);
@@ -316,7 +320,7 @@ int ipr_cmd_stop(struct hp_agent *a, const struct hp_stop_req *r)
 		return 0;
 	}
 	const char *mode = r->restart_mode ? r->restart_mode : "ipr";
-	bool plr = wants_plr(mode);
+	bool plr = wants_plr(a, mode);
 	hp_info("ipr", "/stop (restart_mode %s%s)", mode,
 		a->unhealthy ? "; the group is unhealthy" : "");
 	if (plr || a->unhealthy || a->stage != STAGE_TRAIN ||
