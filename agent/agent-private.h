@@ -109,6 +109,9 @@ struct hp_agent {
 	int nrunning;
 	pid_t aux_pid;        /* pre/post-train script */
 	enum stage aux_stage; /* which script aux_pid is */
+	/* the pre/post-train groups' own logs, <log_dir>/pre_train_<run_id>_*
+	 * and post_train_<run_id>_* as the reference's (10071915287) */
+	struct hp_logs *pre_logs, *post_logs;
 
 	/* failures of the current attempt, first observed first */
 	struct hp_failure *failures;

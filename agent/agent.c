@@ -395,12 +395,21 @@ static int spawn_aux(struct hp_agent *a, enum stage which)
 		which == STAGE_PRE ? c->pre_train_script : c->post_train_script;
 	const char *args =
 		which == STAGE_PRE ? c->pre_train_args : c->post_train_args;
+	struct hp_logs *logs = which == STAGE_PRE ? a->pre_logs : a->post_logs;
 	char **argv = aux_argv(script, args);
-	char **envp = rank_env(a, 0, NULL, true);
-	struct hp_spawn sp = {.argv = argv, .envp = envp, .stdout_fd = -1,
-			      .stderr_fd = -1};
+	int ofd = -1, efd = -1;
+	int rc = hp_logs_begin_attempt(logs, a->restart_count);
+	if (rc == 0)
+		rc = hp_logs_open_rank(logs, 0, &ofd, &efd);
+	char **envp = rank_env(a, 0, rc == 0 ? hp_logs_error_file(logs, 0)
+					     : NULL, true);
 	pid_t pid = 0;
-	int rc = hp_worker_spawn(&sp, &pid);
+	if (rc == 0) {
+		struct hp_spawn sp = {.argv = argv, .envp = envp,
+				      .stdout_fd = ofd, .stderr_fd = efd};
+		rc = hp_worker_spawn(&sp, &pid);
+		hp_logs_started_rank(logs, 0);
+	}
 	free_strv(argv);
 	hp_env_free(envp);
 	if (rc < 0) {
@@ -715,7 +724,10 @@ static void job_succeeded(struct hp_agent *a)
 static void aux_exited(struct hp_agent *a, int status)
 {
 	enum stage which = a->aux_stage;
+	struct hp_logs *logs = which == STAGE_PRE ? a->pre_logs : a->post_logs;
 	a->aux_pid = 0;
+	hp_logs_drain_rank(logs, 0);
+	hp_logs_close_rank(logs, 0);
 	if (a->stage == STAGE_STOPPING) {
 		check_stopped(a);
 		return;
@@ -1238,8 +1250,29 @@ int hp_agent_run(struct hp_agent *a)
 		a->exit_code = 1;
 		goto out;
 	}
-	if (c->inprocess_restart && c->mode == HP_MODE_OPERATOR)
+	/* each script is a group of one with its own log directory */
+	char *aux_id = NULL;
+	if (c->pre_train_script) {
+		aux_id = xasprintf("pre_train_%s", a->run_id);
+		a->pre_logs = hp_logs_new(&a->loop, c, aux_id, 1);
+		free(aux_id);
+	}
+	if (c->post_train_script) {
+		aux_id = xasprintf("post_train_%s", a->run_id);
+		a->post_logs = hp_logs_new(&a->loop, c, aux_id, 1);
+		free(aux_id);
+	}
+	if ((c->pre_train_script && !a->pre_logs) ||
+	    (c->post_train_script && !a->post_logs)) {
+		a->exit_code = 1;
+		goto out;
+	}
+	if (c->inprocess_restart && c->mode == HP_MODE_OPERATOR) {
 		hp_logs_set_line_cb(a->logs, on_worker_line, a);
+		/* the pre-train phase is monitored too (10071915287) */
+		if (a->pre_logs)
+			hp_logs_set_line_cb(a->pre_logs, on_worker_line, a);
+	}
 	const char *rcdir = getenv("HYPERPOD_RESOURCE_CONFIG_DIR");
 	if (c->mode == HP_MODE_OPERATOR || (rcdir && *rcdir)) {
 		a->resconf = hp_resconf_new(rcdir && *rcdir ? rcdir : NULL);
@@ -1319,6 +1352,8 @@ void hp_agent_free(struct hp_agent *a)
 	hp_server_free(a->server, a->cfg->server_shutdown_timeout);
 	ipr_teardown(a);
 	hp_logs_free(a->logs);
+	hp_logs_free(a->pre_logs);
+	hp_logs_free(a->post_logs);
 	hp_logmon_free(a->logmon);
 	hp_resconf_free(a->resconf);
 	ipr_free_worker_data(a);

@@ -10,13 +10,15 @@ raw IPC wire format (raw_worker.py), and raw IPC clients of the test's own.
   * spare -> non-spare -> /start reaching RUNNING, priority, the pause;
   * checkpoint discovery: a checkpoint written by 2 ranks becomes progress
     only when complete; ckpt_info_get answered on its type and client_id;
-  * /shutdown's SIGTERM, pre-train argv and env, the range table.
+  * /shutdown's SIGTERM, pre-train argv, env and log directory, the
+    range table; job_start with a missing client; a local PLR fault.
 
 Every wait is on a line, a record or a /status state with a deadline.
 """
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -403,18 +405,26 @@ class Contract(harness.ProcessTest):
                     'rank=$RANK world=$WORLD_SIZE"\n')
         os.chmod(pre, 0o755)
         ew = harness.helper("exit-with")
+        logs = os.path.join(self.tmp, "logs")
         for args, want in ((["--pre-train-args", "a b 'c d'"], "argc=1 arg1=a b 'c d'"),
                            ([], "argc=1 arg1=None")):
-            run, port = self.boot(["--nproc-per-node=2", "--pre-train-script", pre,
+            run, port = self.boot(["--nproc-per-node=2", "--log-dir", logs, "--tee", "3",
+                                   "--rdzv-id", "job7", "--pre-train-script", pre,
                                    *args, "--no-python", ew, "0"],
                                   pod_env(self.tmp, NNODES="2"), label="pre")
             op.wait_state(port, "ready", T)
             op.start(port, 1, 2, 0, "127.0.0.1", 29500)
-            run.wait_line(r"^pre argc=", T, stream="out")
-            got = [l for l in run.output("out") if l.startswith("pre argc=")][0]
-            self.assertEqual(got, "pre %s lws=1 rank=2 world=4" % want)
+            run.wait_line(r"pre argc=", T, stream="out")
+            got = [l.split(":", 1)[1] for l in run.output("out") if "pre argc=" in l]
+            self.assertEqual(got, ["pre %s lws=1 rank=2 world=4" % want])
             op.wait_state(port, "completed", T)
             self.shutdown(run, port)
+            # its own log directory, as the reference's pre_train_<run_id>_*
+            dirs = [d for d in os.listdir(logs) if d.startswith("pre_train_job7_")]
+            self.assertEqual(len(dirs), 1, os.listdir(logs))
+            with open(os.path.join(logs, dirs[0], "attempt_0", "0", "stdout.log")) as f:
+                self.assertEqual(f.read(), "pre %s lws=1 rank=2 world=4\n" % want)
+            shutil.rmtree(os.path.join(logs, dirs[0]))  # the next case's
 
     # -- 4. requests: the range table ---------------------------------------
     def test_bad_numbers_are_422_and_change_nothing(self):
