@@ -313,14 +313,22 @@ static bool wants_plr(const struct hp_agent *a, const char *mode)
 int ipr_cmd_stop(struct hp_agent *a, const struct hp_stop_req *r)
 {
 	enum hp_state s = a->fsm.state;
+	const char *mode = r->restart_mode ? r->restart_mode : "ipr";
+	bool plr = wants_plr(a, mode);
 	if (s != HP_STATE_RUNNING && s != HP_STATE_FAULTED &&
 	    s != HP_STATE_COMPLETED) {
+		/* the reference's process-level request holds in any state:
+		 * its next loop turn restarts the processes (10759738055) */
+		if (plr && s != HP_STATE_SHUTDOWN && a->stage != STAGE_STOPPING &&
+		    (a->nrunning || a->aux_pid)) {
+			ipr_process_level_restart(a, "/stop asked for a "
+						  "process-level restart");
+			return 0;
+		}
 		hp_info("ipr", "/stop while %s: nothing to stop",
 			hp_state_name(s));
 		return 0;
 	}
-	const char *mode = r->restart_mode ? r->restart_mode : "ipr";
-	bool plr = wants_plr(a, mode);
 	hp_info("ipr", "/stop (restart_mode %s%s)", mode,
 		a->unhealthy ? "; the group is unhealthy" : "");
 	if (plr || a->unhealthy || a->stage != STAGE_TRAIN ||

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import uuid
@@ -287,6 +286,13 @@ class Contract(harness.ProcessTest):
         run.wait_line(r"unexpected restart_mode 'plr'", T)
         op.wait_state(port, "ready", T)
         self.assertEqual(len(records(run, "ready")), 4, "no new processes for 'plr'")
+        # process_level_restart (any case) restarts the processes, READY
+        # (paused) too
+        op.stop(port, restart_mode="PROCESS_LEVEL_RESTART")
+        run.wait_line(r"process-level restart: /stop asked for a process-level", T)
+        run.wait_lines(r"raw ready \{", 6, T, stream="out")
+        st = op.wait_state(port, "ready", T)
+        self.assertNotIn("priority", st, "a process stop clears priority")
 
     def test_job_start_with_a_missing_client_is_a_fault(self):
         # 9960341539 test_send_start_missing_clients: all or nothing
