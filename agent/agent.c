@@ -27,6 +27,7 @@
 #include "fsm.h"
 #include "hp-version.h"
 #include "base/log.h"
+#include "base/sbuf.h"
 #include "logmon.h"
 #include "logs.h"
 #include "metrics.h"
@@ -378,6 +379,56 @@ char *agent_worker_envs_json(const struct hp_agent *a, int local_rank)
 	return buf;
 }
 
+/* TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE, as Python's
+ * string.Template.safe_substitute expands it with the reference's names
+ * (10071915287 _start_workers: role_name, rank, local_rank, group_rank,
+ * restart_count): "$name" or "${name}", "$$" is "$", anything else stays
+ * as written. NULL when the variable is unset. */
+static char *line_prefix(const struct hp_agent *a, int local_rank)
+{
+	const char *t = getenv("TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE");
+	if (!t)
+		return NULL;
+	char vals[5][24];
+	snprintf(vals[1], 24, "%d", agent_global_rank(a, local_rank));
+	snprintf(vals[2], 24, "%d", local_rank);
+	snprintf(vals[3], 24, "%d", a->group_rank);
+	snprintf(vals[4], 24, "%d", a->restart_count);
+	static const char *const names[5] = {"role_name", "rank", "local_rank",
+					     "group_rank", "restart_count"};
+	struct hp_sbuf b = {0};
+	for (const char *p = t; *p;) {
+		if (*p != '$') {
+			hp_sbuf_add(&b, p++, 1);
+			continue;
+		}
+		if (p[1] == '$') {
+			hp_sbuf_add(&b, "$", 1);
+			p += 2;
+			continue;
+		}
+		bool brace = p[1] == '{';
+		const char *id = p + 1 + brace;
+		size_t n = 0;
+		while ((id[n] == '_' || (id[n] >= 'a' && id[n] <= 'z') ||
+			(id[n] >= 'A' && id[n] <= 'Z') ||
+			(n && id[n] >= '0' && id[n] <= '9')))
+			n++;
+		int k = -1;
+		for (int i = 0; n && i < 5; i++)
+			if (strlen(names[i]) == n && strncmp(id, names[i], n) == 0)
+				k = i;
+		if (k < 0 || (brace && id[n] != '}')) {
+			hp_sbuf_add(&b, p++, 1); /* not a known placeholder */
+			continue;
+		}
+		const char *v = k == 0 ? a->cfg->role : vals[k];
+		hp_sbuf_add(&b, v, strlen(v));
+		p = id + n + brace;
+	}
+	return hp_sbuf_finish(&b);
+}
+
 /* The reference passes --pre/post-train-args "as is": one argv element,
  * the literal "None" when absent (args=tuple([args]), 10071915287). */
 static char **aux_argv(const char *script, const char *args)
@@ -483,6 +534,9 @@ static void spawn_group(struct hp_agent *a)
 				       false);
 		int ofd = -1, efd = -1;
 		w->pid = 0;
+		char *prefix = line_prefix(a, i);
+		hp_logs_set_prefix(a->logs, i, prefix);
+		free(prefix);
 		int rc = hp_logs_open_rank(a->logs, i, &ofd, &efd);
 		if (rc == 0) {
 			struct hp_spawn sp = {.argv = argv, .envp = envp,

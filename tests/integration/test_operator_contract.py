@@ -177,6 +177,19 @@ class Contract(harness.ProcessTest):
         envs = harness.parse_json_lines(run.output("out"), r"^\[default\d\]:")
         self.assertEqual(sorted(e["RANK"] for e in envs), ["0", "1"])
 
+    def test_log_line_prefix_template(self):
+        # torch's TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE with the reference's
+        # names (10071915287), expanded as string.Template.safe_substitute
+        tmpl = "[$role_name r$rank-l${local_rank}-g$group_rank-a$restart_count $$ $nope ${x]:"
+        run = self.agent(["--nproc-per-node=2", "--node-rank=1", "--nnodes=2",
+                          "--rdzv-backend=static", "--master-port=1", "--tee=3",
+                          "--no-python", harness.helper("print-env")],
+                         env=harness.base_env(TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE=tmpl))
+        self.assertExit(run, 0, T)
+        got = sorted(l.split('{"', 1)[0] for l in run.output("out") if '{"' in l)
+        self.assertEqual(got, ["[default r%d-l%d-g1-a0 $ $nope ${x]:" % (2 + i, i)
+                               for i in range(2)])
+
     def test_mode_overrides_and_refusals(self):
         pe = harness.helper("print-env")
         # any Kubernetes pod: operator mode, and the reference's warning for
