@@ -139,6 +139,8 @@ class Contract(harness.ProcessTest):
                       r"\(no operator here\? run with HYPERPODRUN_MODE=local" % port, T)
         st = op.wait_state(port, "ready", T)
         self.assertEqual(st["spare"], "True", st)
+        # (--tee relays the workers' lines asynchronously)
+        run.wait_lines(r"raw ready \{", 2, T, stream="out")
         # before /start no worker believes it is rank 0: the reference's
         # group rank -1, no master (10336335176)
         ready = {r["local_rank"]: r["env"] for r in records(run, "ready")}
@@ -265,6 +267,7 @@ class Contract(harness.ProcessTest):
         run, port = self.boot(self.recipe(["--inprocess-restart"]),
                               pod_env(self.tmp, NNODES="2"))
         st = op.wait_state(port, "ready", T)
+        run.wait_lines(r"raw ready \{", 2, T, stream="out")
         pids = sorted(r["pid"] for r in records(run, "ready"))
         # spare -> spare: nothing; spare -> non-spare: no restart either
         op.update(port, 0, 2, 1, "127.0.0.1", 29500, spare=True)
