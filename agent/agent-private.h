@@ -160,6 +160,9 @@ static inline int agent_global_rank(const struct hp_agent *a, int lr)
 
 /* agent.c */
 void agent_publish(struct hp_agent *a);
+/* Publishes a pending /status now: before a reply that a client may
+ * follow with GET /status */
+void agent_publish_now(struct hp_agent *a);
 void agent_fire(struct hp_agent *a, enum hp_event ev, const char *reason,
 		const char *message);
 void agent_start_stop(struct hp_agent *a, enum after_stop after, int sig,

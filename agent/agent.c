@@ -165,6 +165,12 @@ void agent_publish(struct hp_agent *a)
 	a->publish_pending = true;
 }
 
+void agent_publish_now(struct hp_agent *a)
+{
+	if (a->publish_pending)
+		publish_now(a);
+}
+
 static void publish_check_cb(uv_check_t *h)
 {
 	struct hp_agent *a = h->data;

@@ -548,7 +548,11 @@ static char *on_ckpt_get(void *ud, int local_rank)
 {
 	struct hp_agent *a = ud;
 	(void)local_rank;
-	return xstrdup_or_null(hp_ckpt_latest_path(a->ckpt));
+	char *path = xstrdup_or_null(hp_ckpt_latest_path(a->ckpt));
+	/* whoever reads the reply and then GET /status sees the progress
+	 * of every report before the query */
+	agent_publish_now(a);
+	return path;
 }
 
 static void on_disconnect(void *ud, int local_rank)
