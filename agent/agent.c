@@ -983,8 +983,16 @@ static void configure_logmon(struct hp_agent *a, const char *json)
 		return;
 	}
 	int n = hp_logmon_configure(a->logmon, json);
-	if (!(agent_ipr(a) && a->cfg->mode == HP_MODE_OPERATOR))
-		hp_logs_set_line_cb(a->logs, n > 0 ? on_worker_line : NULL, a);
+	if (!(agent_ipr(a) && a->cfg->mode == HP_MODE_OPERATOR)) {
+		/* the pre/post-train stages are monitored like training
+		 * (10071915287 start_log_monitoring after each stage) */
+		hp_logs_line_cb cb = n > 0 ? on_worker_line : NULL;
+		hp_logs_set_line_cb(a->logs, cb, a);
+		if (a->pre_logs)
+			hp_logs_set_line_cb(a->pre_logs, cb, a);
+		if (a->post_logs)
+			hp_logs_set_line_cb(a->post_logs, cb, a);
+	}
 	/* IPR starts monitoring in INIT as soon as the first /update brings
 	 * rules (the pre-train phase, 10759738055 _handle_healthy_state) */
 	if (n > 0 && agent_ipr(a) && a->cfg->mode == HP_MODE_OPERATOR &&
@@ -1329,9 +1337,11 @@ int hp_agent_run(struct hp_agent *a)
 	}
 	if (c->inprocess_restart && c->mode == HP_MODE_OPERATOR) {
 		hp_logs_set_line_cb(a->logs, on_worker_line, a);
-		/* the pre-train phase is monitored too (10071915287) */
+		/* the pre/post-train phases are monitored too (10071915287) */
 		if (a->pre_logs)
 			hp_logs_set_line_cb(a->pre_logs, on_worker_line, a);
+		if (a->post_logs)
+			hp_logs_set_line_cb(a->post_logs, on_worker_line, a);
 	}
 	const char *rcdir = getenv("HYPERPOD_RESOURCE_CONFIG_DIR");
 	if (c->mode == HP_MODE_OPERATOR || (rcdir && *rcdir)) {

@@ -448,6 +448,21 @@ class Contract(harness.ProcessTest):
                 self.assertEqual(f.read(), "pre %s lws=1 rank=2 world=4\n" % want)
             shutil.rmtree(os.path.join(logs, dirs[0]))  # the next case's
 
+    def test_pre_train_output_is_log_monitored(self):
+        # 10071915287: log monitoring starts with every stage, pre-train too
+        pre = os.path.join(self.tmp, "pre-boom.sh")
+        with open(pre, "w") as f:
+            f.write('#!/bin/sh\necho "pre: boom"\nexec sleep 600\n')
+        os.chmod(pre, 0o755)
+        run, port = self.boot(["--nproc-per-node=1", "--pre-train-script", pre,
+                               "--no-python", harness.helper("exit-with"), "0"],
+                              pod_env(self.tmp, NNODES="1"))
+        op.wait_state(port, "ready", T)
+        op.start(port, 0, 1, 0, "127.0.0.1", 29500, log_monitoring_configuration=[
+            {"name": "Boom", "logPattern": ".*boom.*", "faultOnMatch": True}])
+        st = op.wait_state(port, "faulted", T)
+        self.assertEqual(st["reason"], "LogFault_Boom", st)
+
     # -- 4. requests: the range table ---------------------------------------
     def test_bad_numbers_are_422_and_change_nothing(self):
         pe = harness.helper("exit-with")
