@@ -6,6 +6,7 @@
 #ifndef HP_AGENT_PRIVATE_H
 #define HP_AGENT_PRIVATE_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <sys/types.h>
 #include <uv.h>
@@ -24,6 +25,7 @@ struct hp_logmon;
 struct hp_metrics;
 struct hp_xnode;
 struct hp_c10d;
+struct hp_ckpt;
 
 enum stage {
 	STAGE_IDLE = 0,
@@ -58,6 +60,7 @@ struct worker {
 	int data_rank;    /* global rank of the job_data, -1 = none */
 	char *data_json;
 	char *labels_json;
+	unsigned long labels_seq; /* order of the rank_labels messages */
 };
 
 struct hp_agent {
@@ -91,8 +94,20 @@ struct hp_agent {
 	int restart_count; /* TORCHELASTIC_RESTART_COUNT of the current attempt */
 	int plr_restarts;  /* local mode: group restarts used (--max-restarts) */
 	int assigned_rank; /* -1 until /start */
+	/* "True" at start in operator mode, as the reference; PLR never
+	 * changes it, IPR follows the operator (ipr_spare_update) */
 	bool spare;
-	char *progress_json;
+	/* IPR: "True" after an in-process pause and for a fresh non-spare
+	 * node (faultCount 0, INIT); cleared on release and process stop */
+	bool priority;
+	/* IPR: a hang or fault-on-match log rule tripped: the group is
+	 * unhealthy, the next /stop is a process-level restart */
+	bool unhealthy;
+	bool failed_run;   /* the last run failed: /shutdown exits 1 */
+	bool plr_pending;  /* IPR: a request asked for a process restart */
+	unsigned long labels_seq; /* rank_labels messages so far */
+	char *logmon_pending; /* rules from a request while armed */
+	struct hp_ckpt *ckpt; /* checkpoint discovery (ckpt.c) */
 	char *req_worker_data; /* the operator's worker_data, JSON text */
 
 	enum stage stage;
@@ -102,12 +117,16 @@ struct hp_agent {
 	int nrunning;
 	pid_t aux_pid;        /* pre/post-train script */
 	enum stage aux_stage; /* which script aux_pid is */
+	/* the pre/post-train groups' own logs, <log_dir>/pre_train_<run_id>_*
+	 * and post_train_<run_id>_* as the reference's (10071915287) */
+	struct hp_logs *pre_logs, *post_logs;
 
 	/* failures of the current attempt, first observed first */
 	struct hp_failure *failures;
 	size_t n_failures;
 
-	/* in-process restart */
+	/* the worker IPC: in-process restart and checkpoint discovery (the
+	 * socket exists in PLR mode too; use agent_ipr() for the mode) */
 	struct hp_ipc *ipc;
 	uv_timer_t ipr_timer;
 	enum ipr_wait ipr_wait;
@@ -135,8 +154,26 @@ struct hp_agent {
 	int term_signal;
 };
 
+/* The in-process-restart flow (--inprocess-restart)? */
+static inline bool agent_ipr(const struct hp_agent *a)
+{
+	return a->cfg->inprocess_restart;
+}
+
+/* Global rank of local rank lr, computed in 64 bits and clamped to an int
+ * (the operator's numbers are range-checked; --nnodes/--node-rank of a
+ * local run are not bounded that tightly). */
+static inline int agent_global_rank(const struct hp_agent *a, int lr)
+{
+	long long r = (long long)a->group_rank * a->nproc + lr;
+	return r > INT_MAX ? INT_MAX : r < INT_MIN ? INT_MIN : (int)r;
+}
+
 /* agent.c */
 void agent_publish(struct hp_agent *a);
+/* Publishes a pending /status now: before a reply that a client may
+ * follow with GET /status */
+void agent_publish_now(struct hp_agent *a);
 void agent_fire(struct hp_agent *a, enum hp_event ev, const char *reason,
 		const char *message);
 void agent_start_stop(struct hp_agent *a, enum after_stop after, int sig,
@@ -145,8 +182,15 @@ void agent_begin_attempt(struct hp_agent *a);
 /* a worker failed: FAULTED, stop the rest, then AFTER_FAULT */
 void agent_group_failed(struct hp_agent *a);
 void agent_finish(struct hp_agent *a, int code);
+/* What /start and /update both apply (the reference's _update_agent_info):
+ * rendezvous, faultCount -> restart count, log monitoring rules, resource
+ * config; spare via ipr_spare_update in IPR. /start also sets the
+ * assigned rank and the checkpoint tracker's progress. */
 void agent_apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
 		      bool is_start);
+/* IPR: the log monitoring of the current phase (INIT: the pre-train
+ * phase, RUNNING) with the rules the operator sent last */
+void agent_arm_logmon(struct hp_agent *a);
 /* the rank env map pushed to workers, as a JSON object text */
 char *agent_worker_envs_json(const struct hp_agent *a, int local_rank);
 
@@ -159,6 +203,9 @@ void ipr_group_spawned(struct hp_agent *a);
 int ipr_cmd_start(struct hp_agent *a, const struct hp_start_req *r);
 int ipr_cmd_stop(struct hp_agent *a, const struct hp_stop_req *r);
 int ipr_cmd_update(struct hp_agent *a, const struct hp_start_req *r);
+/* the reference's handle_spare_update: priority for a fresh non-spare
+ * node, a process-level restart on non-spare -> spare */
+void ipr_spare_update(struct hp_agent *a, bool spare, int fault_count);
 /* a worker process died while the group was running */
 void ipr_worker_died(struct hp_agent *a);
 /* a process-level restart in IPR mode: kill, respawn, back to INIT */

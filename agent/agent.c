@@ -8,6 +8,7 @@
 #include "agent-private.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,11 +21,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ckpt.h"
 #include "env.h"
 #include "failure.h"
 #include "fsm.h"
 #include "hp-version.h"
 #include "base/log.h"
+#include "base/sbuf.h"
 #include "logmon.h"
 #include "logs.h"
 #include "metrics.h"
@@ -42,30 +45,51 @@ static const char *const stage_names[] = {"idle", "pre-train", "train",
 /* ------------------------------------------------------------------ */
 /* status                                                              */
 
-/* Every rank's rank_labels merged into one object (later ranks win). */
-static char *merged_labels(const struct hp_agent *a)
+/* The reference keeps one labels map per worker group: the last
+ * rank_labels message replaces it, whoever sent it (10281984903
+ * assign_labels; 9960341539 test_notify_labels_callback). */
+static char *group_labels(const struct hp_agent *a)
 {
+	const char *last = NULL;
+	unsigned long best = 0;
+	for (int i = 0; i < a->nproc; i++)
+		if (a->workers[i].labels_json && a->workers[i].labels_seq > best) {
+			best = a->workers[i].labels_seq;
+			last = a->workers[i].labels_json;
+		}
+	return xstrdup(last ? last : "{}");
+}
+
+static void json_str(char **buf, size_t *len, size_t *cap, const char *s);
+
+/* /status progress: the tracker's latest complete checkpoint,
+ * {prefix: {"progressData": path, "progressCount": step}}, as the
+ * reference's get_agent_progress (10071915287); NULL when none. */
+static char *progress_json(const struct hp_agent *a)
+{
+	const char *prefix, *path;
+	long long step;
+	if (!a->ckpt || !hp_ckpt_progress(a->ckpt, &prefix, &path, &step))
+		return NULL;
 	size_t cap = 64, len = 1;
-	char *out = xmalloc(cap);
-	out[0] = '{';
-	for (int i = 0; i < a->nproc; i++) {
-		const char *l = a->workers[i].labels_json;
-		if (!l)
-			continue;
-		/* strip the braces of "{...}" and join the members */
-		size_t n = strlen(l);
-		if (n < 2 || l[0] != '{' || n == 2)
-			continue;
-		if (len + n + 2 > cap)
-			out = xrealloc(out, cap = (len + n + 2) * 2);
-		if (len > 1)
-			out[len++] = ',';
-		memcpy(out + len, l + 1, n - 2);
-		len += n - 2;
+	char *buf = xmalloc(cap);
+	buf[0] = '{';
+	json_str(&buf, &len, &cap, prefix);
+	const char *mid = ":{\"progressData\":";
+	size_t need = len + strlen(mid) + 64;
+	if (need > cap)
+		buf = xrealloc(buf, cap = need * 2);
+	len += (size_t)sprintf(buf + len, "%s", mid);
+	if (path) {
+		json_str(&buf, &len, &cap, path);
+	} else {
+		memcpy(buf + len, "null", 4);
+		len += 4;
 	}
-	out[len++] = '}';
-	out[len] = '\0';
-	return out;
+	if (len + 64 > cap)
+		buf = xrealloc(buf, cap = (len + 64) * 2);
+	len += (size_t)sprintf(buf + len, ",\"progressCount\":%lld}}", step);
+	return buf;
 }
 
 /* Builds and hands the server the /status body and the metrics text. */
@@ -86,23 +110,26 @@ static void publish_now(struct hp_agent *a)
 	struct hp_worker_data wd[HP_MAX_LOCAL_WORKERS];
 	size_t nwd = 0;
 	char *labels = NULL;
-	if (a->ipc) {
+	if (agent_ipr(a)) {
+		/* only ranks that sent data, as the reference's
+		 * get_worker_data (10281984903) */
 		for (int i = 0; i < a->nproc; i++) {
 			const struct worker *w = &a->workers[i];
-			if (w->data_rank < 0 && !w->failed)
+			if (w->data_rank < 0)
 				continue;
 			wd[nwd++] = (struct hp_worker_data){
 				.rank = w->data_rank >= 0
 						? w->data_rank
-						: a->group_rank * a->nproc + i,
+						: agent_global_rank(a, i),
 				.group_rank = a->group_rank,
 				.local_rank = i,
 				.failed = w->failed,
 				.data_json = w->data_json,
 			};
 		}
-		labels = merged_labels(a);
+		labels = group_labels(a);
 	}
+	char *progress = progress_json(a);
 	struct hp_status st = {
 		.status = hp_state_lower(a->fsm.state),
 		.transitions = tr,
@@ -115,13 +142,15 @@ static void publish_now(struct hp_agent *a)
 		.rank_labels_json = labels,
 		.ipversion = a->resconf ? hp_resconf_ip_version(a->resconf)
 					: NULL,
-		.progress_json = a->progress_json,
-		.agent_version = HP_VERSION,
+		.progress_json = progress,
+		.agent_version = HP_AGENT_VERSION(HP_VERSION),
 		.assigned_rank = a->assigned_rank,
 		.spare = a->spare,
+		.priority = a->priority,
 	};
 	hp_server_publish(a->server, hp_json_status(&st));
 	free(labels);
+	free(progress);
 	hp_server_publish_metrics(a->server, hp_metrics_render(a->metrics));
 }
 
@@ -134,6 +163,12 @@ static void publish_now(struct hp_agent *a)
 void agent_publish(struct hp_agent *a)
 {
 	a->publish_pending = true;
+}
+
+void agent_publish_now(struct hp_agent *a)
+{
+	if (a->publish_pending)
+		publish_now(a);
 }
 
 static void publish_check_cb(uv_check_t *h)
@@ -169,26 +204,35 @@ static void state_changed(struct hp_agent *a, enum hp_state from,
 	hp_metrics_set_state(a->metrics, to);
 	if (to == HP_STATE_FAULTED && a->fault_at <= 0)
 		a->fault_at = hp_metrics_now();
+	/* what torch's run() would see at /shutdown: a failed group (operator
+	 * mode: FAULTED lasts until the operator acts; in local mode it is a
+	 * moment of the agent's own restart cycle) */
+	if (to == HP_STATE_FAULTED && a->cfg->mode == HP_MODE_OPERATOR)
+		a->failed_run = true;
+	else if (to == HP_STATE_RUNNING || to == HP_STATE_READY)
+		a->failed_run = false;
 	/* IPR's in-process cycle is STOPPING (job_fault sent, waiting at the
 	 * barrier) -> READY (every rank back); a process-level restart
 	 * leaves STOPPING another way */
-	if (a->ipc && to == HP_STATE_STOPPING)
+	if (agent_ipr(a) && to == HP_STATE_STOPPING)
 		a->barrier_at = hp_metrics_now();
-	if (a->ipc && from == HP_STATE_STOPPING && ev == HP_EV_STOPPED) {
+	if (agent_ipr(a) && from == HP_STATE_STOPPING &&
+	    ev == HP_EV_STOPPED) {
 		hp_metrics_restart(a->metrics, HP_METRICS_RESTART_IN_PROCESS);
 		hp_metrics_observe_barrier(a->metrics,
 					   hp_metrics_now() - a->barrier_at);
 	}
+	if (to == HP_STATE_RUNNING && agent_ipr(a))
+		restart_done(a); /* IPR: the ranks are released */
 	if (!a->logmon)
 		return;
-	if (to == HP_STATE_RUNNING) {
-		if (a->ipc)
-			restart_done(a); /* IPR: the ranks are released */
-		if (!a->spare)
-			hp_logmon_arm(a->logmon);
-	} else if (from == HP_STATE_RUNNING) {
+	/* the reference starts its log agent with each start (spare or not)
+	 * and stops it on each stop; IPR also watches INIT, the pre-train
+	 * phase, and stops at READY (10759738055) */
+	if (to == HP_STATE_RUNNING)
+		agent_arm_logmon(a);
+	else if (from == HP_STATE_RUNNING || from == HP_STATE_INIT)
 		hp_logmon_disarm(a->logmon);
-	}
 }
 
 void agent_fire(struct hp_agent *a, enum hp_event ev, const char *reason,
@@ -271,14 +315,19 @@ static void virtual_local_rank_env(int local_rank, char **out)
 	out[1] = xasprintf("CUDA_VISIBLE_DEVICES=%.*s", (int)n, p);
 }
 
+/* aux: the pre/post-train group of one (LOCAL_WORLD_SIZE=1, RANK =
+ * group rank x nproc, as the reference's own WorkerSpec for it). */
 static char **rank_env(const struct hp_agent *a, int local_rank,
-		       const char *error_file)
+		       const char *error_file, bool aux)
 {
 	const struct hp_config *c = a->cfg;
+	bool op = c->mode == HP_MODE_OPERATOR;
 	struct hp_rank_info ri = {
 		.group_rank = a->group_rank,
 		.group_world_size = a->nnodes,
-		.local_world_size = a->nproc,
+		.local_world_size = aux ? 1 : a->nproc,
+		.node_stride = a->nproc,
+		.group_world_is_world = op,
 		.restart_count = a->restart_count,
 		.max_restarts = c->max_restarts,
 		.master_addr = a->master_addr,
@@ -286,16 +335,23 @@ static char **rank_env(const struct hp_agent *a, int local_rank,
 		.run_id = a->run_id,
 		.role = c->role,
 		.use_agent_store = false,
-		.spare = a->ipc ? (int)a->spare : -1,
+		.spare = agent_ipr(a) ? (int)a->spare : -1,
 	};
-	char *extra[4] = {NULL, NULL, NULL, NULL};
+	/* the reference sets both for every worker, PLR included
+	 * (10071915287 _start_workers); --virtual-local-rank adds two */
+	char *extra[5] = {NULL, NULL, NULL, NULL, NULL};
+	size_t n = 0;
 	if (a->ipc)
-		extra[0] = xasprintf("HYPERPOD_ELASTICAGENT_SOCKET_SERVER_PATH=%s",
-				     hp_ipc_path(a->ipc));
-	if (c->virtual_local_rank)
-		virtual_local_rank_env(local_rank, &extra[a->ipc ? 1 : 0]);
+		extra[n++] = xasprintf("HYPERPOD_ELASTICAGENT_SOCKET_SERVER_PATH=%s",
+				       hp_ipc_path(a->ipc));
+	if (op && !getenv("HYPERPOD_SIGNAL_COORDINATION"))
+		extra[n++] = xstrdup("HYPERPOD_SIGNAL_COORDINATION=disabled");
+	if (c->virtual_local_rank && !aux) {
+		virtual_local_rank_env(local_rank, &extra[n]);
+		n += 2;
+	}
 	char **env = hp_env_build(environ, &ri, local_rank, error_file, extra);
-	for (size_t i = 0; i < HP_ARRAY_LEN(extra); i++)
+	for (size_t i = 0; i < n; i++)
 		free(extra[i]);
 	return env;
 }
@@ -323,32 +379,36 @@ static void json_str(char **buf, size_t *len, size_t *cap, const char *s)
 
 char *agent_worker_envs_json(const struct hp_agent *a, int local_rank)
 {
-	int rank = a->group_rank * a->nproc + local_rank;
-	int world = a->nnodes * a->nproc;
-	char v[11][64];
-	snprintf(v[0], 64, "%d", rank);
-	snprintf(v[1], 64, "%d", a->group_rank);
-	snprintf(v[2], 64, "%d", rank);
-	snprintf(v[3], 64, "%d", world);
-	snprintf(v[4], 64, "%d", a->nnodes);
-	snprintf(v[5], 64, "%d", world);
-	snprintf(v[6], 64, "%s", a->master_addr);
-	snprintf(v[7], 64, "%d", a->master_port);
-	snprintf(v[8], 64, "%d", a->restart_count);
-	snprintf(v[9], 64, "%d", a->restart_count);
-	snprintf(v[10], 64, "%s", a->spare ? "True" : "False");
+	/* 64-bit arithmetic: /start's numbers are range-checked, but no
+	 * int input may overflow here; values are never truncated (a
+	 * 253-byte DNS name as MASTER_ADDR arrives whole) */
+	long long rank = (long long)a->group_rank * a->nproc + local_rank;
+	long long world = (long long)a->nnodes * a->nproc;
+	/* GROUP_WORLD_SIZE: the reference's is the world size (10336335176,
+	 * 10699799921), in operator mode; local mode keeps torchrun's */
+	long long gws = a->cfg->mode == HP_MODE_OPERATOR ? world : a->nnodes;
+	char num[8][24];
+	snprintf(num[0], 24, "%lld", rank);
+	snprintf(num[1], 24, "%d", a->group_rank);
+	snprintf(num[2], 24, "%lld", world);
+	snprintf(num[3], 24, "%lld", gws);
+	snprintf(num[4], 24, "%d", a->master_port);
+	snprintf(num[5], 24, "%d", a->restart_count);
 	static const char *const keys[11] = {
 		"RANK", "GROUP_RANK", "ROLE_RANK", "WORLD_SIZE",
 		"GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE", "MASTER_ADDR",
 		"MASTER_PORT", "JOB_RESTART_COUNT",
 		"TORCHELASTIC_RESTART_COUNT", "SPARE"};
+	const char *vals[11] = {num[0], num[1], num[0], num[2], num[3],
+				num[2], a->master_addr, num[4], num[5],
+				num[5], a->spare ? "True" : "False"};
 	size_t cap = 512, len = 1;
 	char *buf = xmalloc(cap);
 	buf[0] = '{';
 	for (int i = 0; i < 11; i++) {
 		json_str(&buf, &len, &cap, keys[i]);
 		buf[len++] = ':'; /* json_str leaves room for one more byte */
-		json_str(&buf, &len, &cap, v[i]);
+		json_str(&buf, &len, &cap, vals[i]);
 		buf[len++] = i < 10 ? ',' : '}';
 	}
 	if (a->nccl_id[0]) {
@@ -365,52 +425,63 @@ char *agent_worker_envs_json(const struct hp_agent *a, int local_rank)
 	return buf;
 }
 
-/* Splits --pre-train-args shell-style: quotes and backslashes as sh. */
-static char **split_args(const char *script, const char *args)
+/* TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE, as Python's
+ * string.Template.safe_substitute expands it with the reference's names
+ * (10071915287 _start_workers: role_name, rank, local_rank, group_rank,
+ * restart_count): "$name" or "${name}", "$$" is "$", anything else stays
+ * as written. NULL when the variable is unset. */
+static char *line_prefix(const struct hp_agent *a, int local_rank)
 {
-	size_t cap = 8, n = 0;
-	char **v = xcalloc(cap, sizeof(char *));
-	v[n++] = xstrdup(script);
-	const char *p = args ? args : "";
-	char *cur = xmalloc(strlen(p) + 1);
-	for (;;) {
-		while (*p == ' ' || *p == '\t' || *p == '\n')
-			p++;
-		if (!*p)
-			break;
-		size_t len = 0;
-		char quote = 0;
-		for (; *p; p++) {
-			if (quote == '\'') {
-				if (*p == '\'')
-					quote = 0;
-				else
-					cur[len++] = *p;
-			} else if (quote == '"') {
-				if (*p == '"')
-					quote = 0;
-				else if (*p == '\\' && p[1] &&
-					 strchr("\"\\$`", p[1]))
-					cur[len++] = *++p;
-				else
-					cur[len++] = *p;
-			} else if (*p == '\'' || *p == '"') {
-				quote = *p;
-			} else if (*p == '\\' && p[1]) {
-				cur[len++] = *++p;
-			} else if (*p == ' ' || *p == '\t' || *p == '\n') {
-				break;
-			} else {
-				cur[len++] = *p;
-			}
+	const char *t = getenv("TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE");
+	if (!t)
+		return NULL;
+	char vals[5][24];
+	snprintf(vals[1], 24, "%d", agent_global_rank(a, local_rank));
+	snprintf(vals[2], 24, "%d", local_rank);
+	snprintf(vals[3], 24, "%d", a->group_rank);
+	snprintf(vals[4], 24, "%d", a->restart_count);
+	static const char *const names[5] = {"role_name", "rank", "local_rank",
+					     "group_rank", "restart_count"};
+	struct hp_sbuf b = {0};
+	for (const char *p = t; *p;) {
+		if (*p != '$') {
+			hp_sbuf_add(&b, p++, 1);
+			continue;
 		}
-		cur[len] = '\0';
-		if (n + 2 > cap)
-			v = xrealloc(v, (cap *= 2) * sizeof(char *));
-		v[n++] = xstrdup(cur);
+		if (p[1] == '$') {
+			hp_sbuf_add(&b, "$", 1);
+			p += 2;
+			continue;
+		}
+		bool brace = p[1] == '{';
+		const char *id = p + 1 + brace;
+		size_t n = 0;
+		while ((id[n] == '_' || (id[n] >= 'a' && id[n] <= 'z') ||
+			(id[n] >= 'A' && id[n] <= 'Z') ||
+			(n && id[n] >= '0' && id[n] <= '9')))
+			n++;
+		int k = -1;
+		for (int i = 0; n && i < 5; i++)
+			if (strlen(names[i]) == n && strncmp(id, names[i], n) == 0)
+				k = i;
+		if (k < 0 || (brace && id[n] != '}')) {
+			hp_sbuf_add(&b, p++, 1); /* not a known placeholder */
+			continue;
+		}
+		const char *v = k == 0 ? a->cfg->role : vals[k];
+		hp_sbuf_add(&b, v, strlen(v));
+		p = id + n + brace;
 	}
-	v[n] = NULL;
-	free(cur);
+	return hp_sbuf_finish(&b);
+}
+
+/* The reference passes --pre/post-train-args "as is": one argv element,
+ * the literal "None" when absent (args=tuple([args]), 10071915287). */
+static char **aux_argv(const char *script, const char *args)
+{
+	char **v = xcalloc(3, sizeof(char *));
+	v[0] = xstrdup(script);
+	v[1] = xstrdup(args ? args : "None");
 	return v;
 }
 
@@ -421,12 +492,22 @@ static int spawn_aux(struct hp_agent *a, enum stage which)
 		which == STAGE_PRE ? c->pre_train_script : c->post_train_script;
 	const char *args =
 		which == STAGE_PRE ? c->pre_train_args : c->post_train_args;
-	char **argv = split_args(script, args);
-	char **envp = rank_env(a, 0, NULL);
-	struct hp_spawn sp = {.argv = argv, .envp = envp, .stdout_fd = -1,
-			      .stderr_fd = -1, .keep_pgrp = a->tty_fg};
+	struct hp_logs *logs = which == STAGE_PRE ? a->pre_logs : a->post_logs;
+	char **argv = aux_argv(script, args);
+	int ofd = -1, efd = -1;
+	int rc = hp_logs_begin_attempt(logs, a->restart_count);
+	if (rc == 0)
+		rc = hp_logs_open_rank(logs, 0, &ofd, &efd);
+	char **envp = rank_env(a, 0, rc == 0 ? hp_logs_error_file(logs, 0)
+					     : NULL, true);
 	pid_t pid = 0;
-	int rc = hp_worker_spawn(&sp, &pid);
+	if (rc == 0) {
+		struct hp_spawn sp = {.argv = argv, .envp = envp,
+				      .stdout_fd = ofd, .stderr_fd = efd,
+				      .keep_pgrp = a->tty_fg};
+		rc = hp_worker_spawn(&sp, &pid);
+		hp_logs_started_rank(logs, 0);
+	}
 	free_strv(argv);
 	hp_env_free(envp);
 	if (rc < 0) {
@@ -459,7 +540,7 @@ static void add_failure(struct hp_agent *a, int local_rank, pid_t pid,
 	struct hp_failure *f = &a->failures[a->n_failures++];
 	*f = (struct hp_failure){
 		.rank = local_rank >= 0
-				? a->group_rank * a->nproc + local_rank
+				? agent_global_rank(a, local_rank)
 				: -1,
 		.local_rank = local_rank,
 		.pid = pid,
@@ -496,9 +577,13 @@ static void spawn_group(struct hp_agent *a)
 		errfd[i] = -1;
 	for (int i = 0; i < a->nproc; i++) {
 		struct worker *w = &a->workers[i];
-		char **envp = rank_env(a, i, hp_logs_error_file(a->logs, i));
+		char **envp = rank_env(a, i, hp_logs_error_file(a->logs, i),
+				       false);
 		int ofd = -1, efd = -1;
 		w->pid = 0;
+		char *prefix = line_prefix(a, i);
+		hp_logs_set_prefix(a->logs, i, prefix);
+		free(prefix);
 		int rc = hp_logs_open_rank(a->logs, i, &ofd, &efd);
 		if (rc == 0) {
 			struct hp_spawn sp = {.argv = argv, .envp = envp,
@@ -549,9 +634,9 @@ static void spawn_group(struct hp_agent *a)
 	a->spawned_once = true;
 	restart_done(a);
 	hp_info("agent", "started %d workers (attempt %d, group rank %d, "
-		"world size %d)", a->nproc, a->restart_count, a->group_rank,
-		a->nnodes * a->nproc);
-	if (a->ipc)
+		"world size %lld)", a->nproc, a->restart_count, a->group_rank,
+		(long long)a->nnodes * a->nproc);
+	if (agent_ipr(a))
 		ipr_group_spawned(a);
 }
 
@@ -563,10 +648,8 @@ void agent_begin_attempt(struct hp_agent *a)
 		agent_group_failed(a);
 		return;
 	}
-	if (a->spare) {
-		hp_info("agent", "this node is a spare: not starting workers");
-		return;
-	}
+	/* a spare node runs its workers too: the reference keeps them at
+	 * the barrier (IPR) or runs them (PLR, which never changes spare) */
 	if (a->cfg->pre_train_script) {
 		if (spawn_aux(a, STAGE_PRE) < 0) {
 			add_failure(a, -1, 0, 127 << 8, NULL);
@@ -617,7 +700,8 @@ static void local_restart_or_fail(struct hp_agent *a)
 				f->local_rank, f->exitcode);
 		}
 		a->plr_restarts++;
-		a->restart_count++;
+		if (a->restart_count < INT_MAX)
+			a->restart_count++;
 		hp_warn("agent", "restarting the worker group (%d of %d "
 			"restarts)", a->plr_restarts, c->max_restarts);
 		if (a->spawn_starved) {
@@ -656,7 +740,7 @@ static void kill_strays(struct hp_agent *a)
 /* The restart itself, at once or after the back-off. */
 static void local_restart_now(struct hp_agent *a)
 {
-	if (a->ipc) {
+	if (agent_ipr(a)) {
 		/* IPR: fresh processes go back to INIT and the barrier;
 		 * READY and the release follow by themselves */
 		agent_fire(a, HP_EV_REINIT, NULL, NULL);
@@ -698,7 +782,9 @@ static void stopped(struct hp_agent *a)
 		agent_fire(a, HP_EV_STOPPED, NULL, NULL);
 		break;
 	case AFTER_SHUTDOWN:
-		agent_finish(a, 0);
+		/* torch's run() raises ChildFailedError after a failed run:
+		 * the reference exits 1 (10414151774) */
+		agent_finish(a, a->failed_run ? 1 : 0);
 		break;
 	case AFTER_SIGNAL:
 		agent_finish(a, 128 + a->term_signal);
@@ -707,9 +793,12 @@ static void stopped(struct hp_agent *a)
 		rdzv_stopped(a);
 		break;
 	case AFTER_RESPAWN:
-		/* fresh processes wait at the barrier again: INIT */
+		/* fresh processes wait at the barrier again: INIT. The
+		 * operator's faultCount is the count (the reference's
+		 * _stop_workers leaves it, 10759738055); local mode counts */
 		agent_fire(a, HP_EV_REINIT, NULL, NULL);
-		a->restart_count++;
+		if (a->cfg->mode == HP_MODE_LOCAL && a->restart_count < INT_MAX)
+			a->restart_count++;
 		agent_begin_attempt(a);
 		break;
 	}
@@ -798,7 +887,10 @@ static void job_succeeded(struct hp_agent *a)
 static void aux_exited(struct hp_agent *a, int status)
 {
 	enum stage which = a->aux_stage;
+	struct hp_logs *logs = which == STAGE_PRE ? a->pre_logs : a->post_logs;
 	a->aux_pid = 0;
+	hp_logs_drain_rank(logs, 0);
+	hp_logs_close_rank(logs, 0);
 	if (a->stage == STAGE_STOPPING) {
 		check_stopped(a);
 		return;
@@ -856,7 +948,7 @@ static void worker_exited(struct hp_agent *a, struct worker *w, int status)
 		w->failed = true;
 		add_failure(a, w->local_rank, pid, status,
 			    hp_logs_error_file(a->logs, w->local_rank));
-		if (a->ipc)
+		if (agent_ipr(a))
 			ipr_worker_died(a);
 		else
 			agent_group_failed(a);
@@ -974,14 +1066,23 @@ static void on_log_trip(void *ud, enum hp_logmon_state st, const char *rule,
 			    st == HP_LOGMON_SLOW	  ? "slow"
 			    : st == HP_LOGMON_HANGING ? "hanging"
 						      : "faulted");
-	if (a->fsm.state != HP_STATE_RUNNING) {
+	/* IPR watches the pre-train phase (INIT) too; a trip there faults
+	 * the node as the reference's _handle_failed_state does */
+	bool ipr_init = agent_ipr(a) && a->fsm.state == HP_STATE_INIT &&
+			a->cfg->mode == HP_MODE_OPERATOR;
+	if (a->fsm.state != HP_STATE_RUNNING && !ipr_init) {
 		agent_publish(a);
 		return;
 	}
 	hp_error("agent", "log monitoring: rule '%s' is %s: the job is "
 		 "faulted (%s)", rule, hp_logmon_state_name(st), reason);
 	agent_fire(a, HP_EV_FAILED, reason, message);
-	if (a->ipc) {
+	if (agent_ipr(a)) {
+		/* a hung or faulted rank may never reach the barrier: the
+		 * next /stop restarts the processes (10759738055
+		 * _handle_failed_state); a slow rule may recover */
+		if (st != HP_LOGMON_SLOW)
+			a->unhealthy = true;
 		if (a->cfg->mode == HP_MODE_LOCAL)
 			ipr_process_level_restart(a, reason);
 		return;
@@ -990,14 +1091,46 @@ static void on_log_trip(void *ud, enum hp_logmon_state st, const char *rule,
 			 a->cfg->shutdown_timeout);
 }
 
-/* /start's log_monitoring_configuration replaces the rules. Worker output
- * is relayed through the agent only while rules exist, except in IPR
- * operator mode, where workers start before any /start (hp_agent_run). */
+/* Rules from /start or /update replace the old ones; while a monitor is
+ * armed they wait for the next arm (the reference's log agent keeps its
+ * rules until it restarts). Worker output is relayed through the agent
+ * only while rules exist, except in IPR operator mode, where workers
+ * start before any /start (hp_agent_run). */
 static void configure_logmon(struct hp_agent *a, const char *json)
 {
+	if (hp_logmon_armed(a->logmon)) {
+		free(a->logmon_pending);
+		a->logmon_pending = xstrdup(json ? json : "[]");
+		return;
+	}
 	int n = hp_logmon_configure(a->logmon, json);
-	if (!a->ipc)
-		hp_logs_set_line_cb(a->logs, n > 0 ? on_worker_line : NULL, a);
+	if (!(agent_ipr(a) && a->cfg->mode == HP_MODE_OPERATOR)) {
+		/* the pre/post-train stages are monitored like training
+		 * (10071915287 start_log_monitoring after each stage) */
+		hp_logs_line_cb cb = n > 0 ? on_worker_line : NULL;
+		hp_logs_set_line_cb(a->logs, cb, a);
+		if (a->pre_logs)
+			hp_logs_set_line_cb(a->pre_logs, cb, a);
+		if (a->post_logs)
+			hp_logs_set_line_cb(a->post_logs, cb, a);
+	}
+	/* IPR starts monitoring in INIT as soon as the first /update brings
+	 * rules (the pre-train phase, 10759738055 _handle_healthy_state) */
+	if (n > 0 && agent_ipr(a) && a->cfg->mode == HP_MODE_OPERATOR &&
+	    a->fsm.state == HP_STATE_INIT)
+		hp_logmon_arm(a->logmon);
+}
+
+void agent_arm_logmon(struct hp_agent *a)
+{
+	if (a->logmon_pending) {
+		char *json = a->logmon_pending;
+		a->logmon_pending = NULL;
+		hp_logmon_disarm(a->logmon);
+		configure_logmon(a, json);
+		free(json);
+	}
+	hp_logmon_arm(a->logmon);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1011,36 +1144,44 @@ void agent_apply_rdzv(struct hp_agent *a, const struct hp_start_req *r,
 	free(a->master_addr);
 	a->master_addr = xstrdup(r->master_addr);
 	a->master_port = r->master_port;
-	a->spare = r->spare;
+	/* /update too: faultCount is the restart count of the next push and
+	 * attempt (10071915287 update_rendezvous_info) */
+	a->restart_count = r->fault_count;
 	free(a->req_worker_data);
 	a->req_worker_data = xstrdup_or_null(r->worker_data_json);
 	if (a->resconf)
 		hp_resconf_apply(a->resconf, r->rank, r->nnodes, r->rank_ips,
 				 r->n_rank_ips, r->has_rank_ips, r->ip_version);
+	configure_logmon(a, r->log_monitoring_json);
+	if (agent_ipr(a))
+		ipr_spare_update(a, r->spare, r->fault_count);
+	/* the PLR agent never changes spare (10594914244) */
 	if (is_start) {
-		/* the reference sets assigned_rank on /start only */
 		a->assigned_rank = r->rank;
-		configure_logmon(a, r->log_monitoring_json);
-		a->restart_count = r->fault_count;
-		free(a->progress_json);
-		a->progress_json = xstrdup_or_null(r->progress_json);
+		if (hp_ckpt_set_progress(a->ckpt, r->progress_json) < 0)
+			hp_warn("agent", "/start: progress is not an object of "
+				"objects; ignored");
 	}
 }
 
 static int cmd_start(struct hp_agent *a, struct hp_cmd *cmd)
 {
-	if (a->ipc)
+	if (agent_ipr(a))
 		return ipr_cmd_start(a, &cmd->start);
-	if (a->fsm.state != HP_STATE_READY) {
-		hp_warn("agent", "/start while %s: ignored",
+	/* the reference asks for RUNNING first, then applies the request
+	 * even when the transition was refused (10449152409 _api_start) */
+	bool ready = a->fsm.state == HP_STATE_READY;
+	if (!ready)
+		hp_warn("agent", "/start while %s: rendezvous information "
+			"applied, workers not started",
 			hp_state_name(a->fsm.state));
-		return 0;
-	}
 	agent_apply_rdzv(a, &cmd->start, true);
 	hp_info("agent", "/start: rank %d of %d, master %s:%d, fault count %d",
 		a->group_rank, a->nnodes, a->master_addr, a->master_port,
 		a->restart_count);
-	agent_fire(a, HP_EV_START, NULL, NULL);
+	if (!ready)
+		return 0;
+	agent_fire(a, HP_EV_START, "Running", NULL);
 	agent_begin_attempt(a);
 	return 0;
 }
@@ -1049,7 +1190,7 @@ static int cmd_stop(struct hp_agent *a, struct hp_cmd *cmd)
 {
 	const struct hp_stop_req *r = &cmd->stop;
 	enum hp_state s = a->fsm.state;
-	if (a->ipc)
+	if (agent_ipr(a))
 		return ipr_cmd_stop(a, r);
 	if (s == HP_STATE_STOPPING || s == HP_STATE_SHUTDOWN ||
 	    s == HP_STATE_READY || s == HP_STATE_INIT) {
@@ -1057,24 +1198,26 @@ static int cmd_stop(struct hp_agent *a, struct hp_cmd *cmd)
 			hp_state_name(s));
 		return 0;
 	}
-	int timeout = r->timeout >= 0 ? r->timeout : a->cfg->shutdown_timeout;
+	/* a timeout of 0 or null means --shutdown-timeout (the reference's
+	 * pcontext close, 9910830265); graceful = SIGUSR1 first, SIGKILL
+	 * after the timeout (10594914244 _stop_workers) */
+	int timeout = r->timeout > 0 ? r->timeout : a->cfg->shutdown_timeout;
 	int sig = r->is_graceful ? SIGUSR1 : a->cfg->shutdown_signal;
 	hp_info("agent", "/stop (restart_mode %s, graceful %s, timeout %d s)",
 		r->restart_mode ? r->restart_mode : "ipr",
 		r->is_graceful ? "yes" : "no", timeout);
 	agent_fire(a, HP_EV_STOP, NULL, NULL);
-	if (sig == SIGKILL && r->timeout >= 0)
-		sig = SIGTERM; /* a timeout only means something with a grace */
 	agent_start_stop(a, AFTER_STOP_CMD, sig, timeout);
 	return 0;
 }
 
 static int cmd_update(struct hp_agent *a, struct hp_cmd *cmd)
 {
-	if (a->ipc)
+	if (agent_ipr(a))
 		return ipr_cmd_update(a, &cmd->start);
 	agent_apply_rdzv(a, &cmd->start, false);
-	hp_info("agent", "/update: rank %d of %d", a->group_rank, a->nnodes);
+	hp_info("agent", "/update: rank %d of %d, fault count %d",
+		a->group_rank, a->nnodes, a->restart_count);
 	return 0;
 }
 
@@ -1086,8 +1229,9 @@ static int cmd_shutdown(struct hp_agent *a)
 		a->after_stop = AFTER_SHUTDOWN;
 		return 0;
 	}
-	agent_start_stop(a, AFTER_SHUTDOWN, a->cfg->shutdown_signal,
-		   a->cfg->shutdown_timeout);
+	/* torch's run() ends with _shutdown(): SIGTERM, then SIGKILL after
+	 * --shutdown-timeout, whatever --shutdown-signal says (10071915287) */
+	agent_start_stop(a, AFTER_SHUTDOWN, SIGTERM, a->cfg->shutdown_timeout);
 	return 0;
 }
 
@@ -1197,14 +1341,26 @@ struct hp_agent *hp_agent_new(const struct hp_config *cfg)
 		a->workers[i].data_rank = -1;
 	}
 	a->assigned_rank = -1;
-	a->nnodes = cfg->nnodes_max;
-	a->group_rank = cfg->node_rank;
-	a->master_addr = xstrdup(cfg->master_addr);
-	/* torchrun takes --master-port only for the static backend; with
-	 * c10d group rank 0 picks a free port */
-	bool c10d = strcmp(cfg->rdzv_backend, "c10d") == 0;
-	a->master_port = cfg->master_port && !c10d ? cfg->master_port
-						   : free_port();
+	if (cfg->mode == HP_MODE_OPERATOR) {
+		/* before /start the reference knows only NNODES: group rank
+		 * -1, no master (-1), spare (10336335176, 10071915287), so
+		 * no worker believes it is rank 0 of an unranked job */
+		a->nnodes = cfg->env_nnodes ? cfg->env_nnodes : cfg->nnodes_max;
+		a->group_rank = -1;
+		a->master_addr = xstrdup("");
+		a->master_port = -1;
+		a->spare = true;
+	} else {
+		a->nnodes = cfg->nnodes_max;
+		a->group_rank = cfg->node_rank;
+		a->master_addr = xstrdup(cfg->master_addr);
+		/* torchrun takes --master-port only for the static
+		 * backend; with c10d group rank 0 picks a free port */
+		bool c10d = strcmp(cfg->rdzv_backend, "c10d") == 0;
+		a->master_port = cfg->master_port && !c10d ? cfg->master_port
+							   : free_port();
+	}
+	a->ckpt = hp_ckpt_new();
 	if (cfg->standalone && strcmp(cfg->rdzv_id, "none") == 0) {
 		unsigned r = (unsigned)getpid() ^ (unsigned)time(NULL);
 		a->run_id = xasprintf("%08x", r * 2654435761u);
@@ -1299,6 +1455,8 @@ int hp_agent_run(struct hp_agent *a)
 	hp_info("agent", "hyperpodrun %s: %s mode (%s); %d worker(s) per node",
 		HP_VERSION, c->mode == HP_MODE_LOCAL ? "local" : "operator",
 		c->mode_reason ? c->mode_reason : "", a->nproc);
+	if (c->mode_warning)
+		hp_warn("agent", "%s", c->mode_warning);
 	if (a->nproc > 1 && !getenv("OMP_NUM_THREADS"))
 		hp_warn("agent",
 			"Setting OMP_NUM_THREADS environment variable for each "
@@ -1311,8 +1469,31 @@ int hp_agent_run(struct hp_agent *a)
 		a->exit_code = 1;
 		goto out;
 	}
-	if (c->inprocess_restart && c->mode == HP_MODE_OPERATOR)
+	/* each script is a group of one with its own log directory */
+	char *aux_id = NULL;
+	if (c->pre_train_script) {
+		aux_id = xasprintf("pre_train_%s", a->run_id);
+		a->pre_logs = hp_logs_new(&a->loop, c, aux_id, 1);
+		free(aux_id);
+	}
+	if (c->post_train_script) {
+		aux_id = xasprintf("post_train_%s", a->run_id);
+		a->post_logs = hp_logs_new(&a->loop, c, aux_id, 1);
+		free(aux_id);
+	}
+	if ((c->pre_train_script && !a->pre_logs) ||
+	    (c->post_train_script && !a->post_logs)) {
+		a->exit_code = 1;
+		goto out;
+	}
+	if (c->inprocess_restart && c->mode == HP_MODE_OPERATOR) {
 		hp_logs_set_line_cb(a->logs, on_worker_line, a);
+		/* the pre/post-train phases are monitored too (10071915287) */
+		if (a->pre_logs)
+			hp_logs_set_line_cb(a->pre_logs, on_worker_line, a);
+		if (a->post_logs)
+			hp_logs_set_line_cb(a->post_logs, on_worker_line, a);
+	}
 	const char *rcdir = getenv("HYPERPOD_RESOURCE_CONFIG_DIR");
 	if (c->mode == HP_MODE_OPERATOR || (rcdir && *rcdir)) {
 		a->resconf = hp_resconf_new(rcdir && *rcdir ? rcdir : NULL);
@@ -1321,9 +1502,17 @@ int hp_agent_run(struct hp_agent *a)
 			goto out;
 		}
 	}
-	if (c->inprocess_restart && ipr_setup(a) < 0) {
-		a->exit_code = 1;
-		goto out;
+	/* the socket exists in PLR operator mode too, for checkpoint
+	 * discovery (10071915287); there a socket that cannot be set up
+	 * costs only that. A local PLR run keeps torchrun's environment. */
+	if ((c->inprocess_restart || c->mode == HP_MODE_OPERATOR) &&
+	    ipr_setup(a) < 0) {
+		if (c->inprocess_restart) {
+			a->exit_code = 1;
+			goto out;
+		}
+		hp_warn("agent", "no worker IPC socket: checkpoint discovery "
+			"is off");
 	}
 	a->restart_mode = c->inprocess_restart ? "in_process_restart"
 					       : "process_level_restart";
@@ -1350,8 +1539,13 @@ int hp_agent_run(struct hp_agent *a)
 			agent_begin_attempt(a);
 	} else {
 		agent_fire(a, HP_EV_READY, NULL, NULL);
-		hp_info("agent", "waiting for the operator's /start");
 	}
+	if (c->mode == HP_MODE_OPERATOR && a->server)
+		hp_info("agent", "waiting for the operator's /start on "
+			"http://%s:%d (no operator here? run with "
+			"HYPERPODRUN_MODE=local, or outside a pod with "
+			"--nnodes=1 or --standalone)",
+			c->server_host, hp_server_port(a->server));
 	if (!a->exiting)
 		uv_run(&a->loop, UV_RUN_DEFAULT);
 out:
@@ -1389,6 +1583,8 @@ void hp_agent_free(struct hp_agent *a)
 	rdzv_teardown(a);
 	ipr_teardown(a);
 	hp_logs_free(a->logs);
+	hp_logs_free(a->pre_logs);
+	hp_logs_free(a->post_logs);
 	hp_logmon_free(a->logmon);
 	hp_resconf_free(a->resconf);
 	ipr_free_worker_data(a);
@@ -1404,7 +1600,8 @@ void hp_agent_free(struct hp_agent *a)
 	free(a->workers);
 	free(a->master_addr);
 	free(a->run_id);
-	free(a->progress_json);
+	free(a->logmon_pending);
+	hp_ckpt_free(a->ckpt);
 	free(a->req_worker_data);
 	free(a->xn_worker_data);
 	hp_metrics_free(a->metrics);

@@ -9,6 +9,15 @@
 
 struct hp_agent;
 
+/* The agent_version /status reports: the reference release whose contract
+ * we follow, with our own version as PEP 440 / semver local metadata
+ * ("1.1.0+hyperpodrun.0.1.0"), so a check for 1.1.x (==, >=, a "1.1."
+ * prefix, packaging.version) accepts it; nothing public compares it
+ * (README, "agent_version"). Our own version alone is in --version and in
+ * /metrics' build info. */
+#define HP_REFERENCE_VERSION "1.1.0"
+#define HP_AGENT_VERSION(ours) HP_REFERENCE_VERSION "+hyperpodrun." ours
+
 /* cfg is borrowed and must outlive the agent; nproc_per_node must be
  * resolved. */
 struct hp_agent *hp_agent_new(const struct hp_config *cfg);

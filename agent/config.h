@@ -19,11 +19,19 @@ enum hp_nproc_kind {
 	HP_NPROC_AUTO,
 };
 
-/* Which way the agent is driven (issue: "two ways to be started"). */
+/* Which way the agent is driven. HYPERPODRUN_MODE=operator|local wins;
+ * else inside a pod (NNODES or KUBERNETES_SERVICE_HOST set) operator mode
+ * whatever the command line says, as the reference forces
+ * rdzv_backend=hyperpod; else the command line decides (README, "Who
+ * drives the job"). */
 enum hp_mode {
 	HP_MODE_LOCAL = 0, /* static/c10d/--standalone/--nnodes=1: no operator */
-	HP_MODE_OPERATOR,  /* hyperpod backend or nnodes > 1: waits for /start */
+	HP_MODE_OPERATOR,  /* a pod, hyperpod backend or nnodes > 1: /start */
 };
+
+/* The largest job /start and NNODES may describe: the reference refuses
+ * a rankIps rank over 100000 (10336335176), so 100001 nodes. */
+#define HP_MAX_NNODES 100001
 
 /* torchrun's Std: 0 none, 1 stdout, 2 stderr, 3 both. */
 enum hp_std {
@@ -99,6 +107,8 @@ struct hp_config {
 	/* derived by validation */
 	enum hp_mode mode;
 	char *mode_reason; /* one sentence for the start-up log */
+	char *mode_warning; /* NULL, or the reference's override warning */
+	int env_nnodes;    /* NNODES from the environment; 0 = unset */
 };
 
 /* Which std value applies to local rank 'rank'. */

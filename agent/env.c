@@ -74,24 +74,28 @@ char **hp_env_build(char *const parent[], const struct hp_rank_info *ri,
 	if (!ri->master_addr || !ri->run_id || !ri->role)
 		hp_bug("rank info without master_addr, run_id or role");
 
-	int rank = ri->group_rank * ri->local_world_size + local_rank;
-	int world = ri->group_world_size * ri->local_world_size;
+	long long stride = ri->node_stride > 0 ? ri->node_stride
+					       : ri->local_world_size;
+	long long rank = (long long)ri->group_rank * stride + local_rank;
+	long long world = (long long)ri->group_world_size * stride;
+	long long gws = ri->group_world_is_world ? world
+						 : ri->group_world_size;
 
 	/* Ours, in torchrun's order; each "KEY=VALUE" is heap-allocated.
 	 * At most 21 entries, plus the NULL. */
 	char *ours[24];
 	size_t n_ours = 0;
 	ours[n_ours++] = xasprintf("LOCAL_RANK=%d", local_rank);
-	ours[n_ours++] = xasprintf("RANK=%d", rank);
+	ours[n_ours++] = xasprintf("RANK=%lld", rank);
 	ours[n_ours++] = xasprintf("GROUP_RANK=%d", ri->group_rank);
-	ours[n_ours++] = xasprintf("ROLE_RANK=%d", rank);
+	ours[n_ours++] = xasprintf("ROLE_RANK=%lld", rank);
 	ours[n_ours++] = xasprintf("ROLE_NAME=%s", ri->role);
 	ours[n_ours++] =
 		xasprintf("LOCAL_WORLD_SIZE=%d", ri->local_world_size);
-	ours[n_ours++] = xasprintf("WORLD_SIZE=%d", world);
+	ours[n_ours++] = xasprintf("WORLD_SIZE=%lld", world);
 	ours[n_ours++] =
-		xasprintf("GROUP_WORLD_SIZE=%d", ri->group_world_size);
-	ours[n_ours++] = xasprintf("ROLE_WORLD_SIZE=%d", world);
+		xasprintf("GROUP_WORLD_SIZE=%lld", gws);
+	ours[n_ours++] = xasprintf("ROLE_WORLD_SIZE=%lld", world);
 	ours[n_ours++] = xasprintf("MASTER_ADDR=%s", ri->master_addr);
 	ours[n_ours++] = xasprintf("MASTER_PORT=%d", ri->master_port);
 	ours[n_ours++] =

@@ -9,9 +9,16 @@
 #include "base/hp.h"
 
 struct hp_rank_info {
-	int group_rank;       /* node rank */
+	int group_rank;       /* node rank; -1 before the operator's /start */
 	int group_world_size; /* nnodes */
 	int local_world_size; /* nproc-per-node */
+	/* ranks per node for RANK and WORLD_SIZE; 0 = local_world_size (the
+	 * pre/post-train group of one keeps the training group's stride) */
+	int node_stride;
+	/* GROUP_WORLD_SIZE is the world size, as the reference sets it in
+	 * operator mode (torch takes it from the rendezvous world size);
+	 * false: nnodes, as torchrun */
+	bool group_world_is_world;
 	int restart_count;    /* TORCHELASTIC_RESTART_COUNT, JOB_RESTART_COUNT */
 	int max_restarts;
 	const char *master_addr;
@@ -33,6 +40,7 @@ struct hp_rank_info {
  * TORCH_NCCL_ASYNC_ERROR_HANDLING ("1" unless the parent sets them),
  * OMP_NUM_THREADS=1 (only when the parent does not set it and
  * local_world_size > 1), SPARE (when ri->spare >= 0), then every "K=V" of
+ * The rank arithmetic is done in 64 bits: no int input can overflow it.
  * 'extra' (NULL-terminated, may be NULL), which wins over all of the above. */
 char **hp_env_build(char *const parent[], const struct hp_rank_info *ri,
 		    int local_rank, const char *error_file,

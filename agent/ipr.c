@@ -6,14 +6,17 @@
  * a process-level restart. Owns no process: kills and spawns go through
  * agent.c. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "agent-private.h"
 #include "base/log.h"
+#include "ckpt.h"
 #include "rendezvous/ipc.h"
 #include "rendezvous/resconf.h"
 #include "server/server.h"
@@ -66,35 +69,59 @@ static char *aggregate_json(const struct hp_agent *a)
 	return out;
 }
 
-/* job_start (release) or job_rank_info (/update) to every local rank. */
-static void push_rank_info(struct hp_agent *a, bool release)
+/* job_start (release) or job_rank_info (/update) to every local rank, all
+ * or nothing as the reference's _send_rank_info_helper (10690281936): when
+ * a local rank has no connected client nothing is sent and -ENOTCONN is
+ * returned (the missing ranks in *missing, "0,3"). */
+static int push_rank_info(struct hp_agent *a, bool release, char *missing,
+			  size_t cap)
 {
+	int off = 0;
+	missing[0] = '\0';
+	for (int i = 0; i < a->nproc; i++)
+		if (!hp_ipc_rank_connected(a->ipc, i) && off < (int)cap - 12)
+			off += snprintf(missing + off, cap - (size_t)off,
+					"%s%d", off ? "," : "", i);
+	if (off)
+		return -ENOTCONN;
 	char *agg = aggregate_json(a);
-	for (int i = 0; i < a->nproc; i++) {
+	int rc = 0;
+	for (int i = 0; i < a->nproc && rc == 0; i++) {
 		char *envs = agent_worker_envs_json(a, i);
-		if (release)
-			hp_ipc_send_start(a->ipc, i, envs, agg);
-		else
-			hp_ipc_send_rank_info(a->ipc, i, envs, agg);
+		rc = release ? hp_ipc_send_start(a->ipc, i, envs, agg)
+			     : hp_ipc_send_rank_info(a->ipc, i, envs, agg);
 		free(envs);
+		if (rc < 0)
+			snprintf(missing, cap, "%d", i);
 	}
 	free(agg);
+	return rc;
 }
 
+/* RUNNING with reason RunningStarted, then job_start; once it went out
+ * the reason is Running and priority is cleared (10759738055
+ * _handle_healthy_state). A spare node is released too, with SPARE=True. */
 static void release(struct hp_agent *a)
 {
+	char missing[512];
 	a->start_pending = false;
 	agent_fire(a, HP_EV_START, "RunningStarted", NULL);
-	if (a->spare) {
-		hp_info("ipr", "this node is a spare: workers stay at the "
-			"barrier");
-		return;
-	}
 	clear_rank_reports(a);
 	a->restart_mode = "in_process_restart";
-	push_rank_info(a, true);
-	hp_info("ipr", "released %d local rank(s) (restart count %d)", a->nproc,
-		a->restart_count);
+	if (push_rank_info(a, true, missing, sizeof(missing)) < 0) {
+		/* a missing client is a fault: the reference's
+		 * set_agent_state_fault falls back to WorkerFault */
+		hp_error("ipr", "cannot release the barrier: no connected "
+			 "client for local rank(s) %s", missing);
+		agent_fire(a, HP_EV_FAILED, "WorkerFault",
+			   "An unknown fault occurred resulting in the training "
+			   "worker processes becoming unhealthy");
+		return;
+	}
+	snprintf(a->fsm.reason, sizeof(a->fsm.reason), "Running");
+	a->priority = false;
+	hp_info("ipr", "released %d local rank(s) (restart count %d%s)",
+		a->nproc, a->restart_count, a->spare ? ", spare" : "");
 	agent_publish(a);
 }
 
@@ -165,9 +192,12 @@ void ipr_group_spawned(struct hp_agent *a)
 static void inprocess_restart(struct hp_agent *a)
 {
 	agent_fire(a, HP_EV_STOP, NULL, NULL);
-	a->restart_count++;
-	if (a->resconf)
-		hp_resconf_reset_ip_version(a->resconf);
+	/* the reference's _pause_workers sends the current count (the
+	 * operator's faultCount) and sets priority; ipversion stays
+	 * (10759738055). Local mode plays the operator and counts. */
+	if (a->cfg->mode == HP_MODE_LOCAL && a->restart_count < INT_MAX)
+		a->restart_count++;
+	a->priority = a->cfg->mode == HP_MODE_OPERATOR;
 	hp_info("ipr", "in-process restart %d: asking every rank back to "
 		"the barrier", a->restart_count);
 	hp_ipc_send_fault(a->ipc, HP_IPC_ALL_RANKS, a->restart_count);
@@ -180,6 +210,9 @@ void ipr_process_level_restart(struct hp_agent *a, const char *why)
 	hp_warn("ipr", "process-level restart: %s", why);
 	cancel_wait(a);
 	a->start_pending = false;
+	a->plr_pending = false;
+	a->unhealthy = false;
+	a->priority = false; /* the reference's _stop_workers */
 	hp_ipc_drop_clients(a->ipc);
 	if (a->resconf)
 		hp_resconf_reset_ip_version(a->resconf);
@@ -208,15 +241,40 @@ void ipr_worker_died(struct hp_agent *a)
 	agent_group_failed(a);
 }
 
+void ipr_spare_update(struct hp_agent *a, bool spare, int fault_count)
+{
+	if (!spare && fault_count == 0 && a->fsm.state == HP_STATE_INIT)
+		a->priority = true;
+	if (a->spare == spare)
+		return;
+	if (!a->spare) {
+		hp_info("ipr", "spare %s -> %s: a process-level restart",
+			a->spare ? "True" : "False", spare ? "True" : "False");
+		a->plr_pending = true;
+	}
+	a->spare = spare;
+}
+
+/* A request asked for new processes (non-spare -> spare): the reference
+ * restarts them in its next loop turn (_process_level_start). */
+static bool run_pending_plr(struct hp_agent *a)
+{
+	if (!a->plr_pending)
+		return false;
+	a->plr_pending = false;
+	if (a->nrunning || a->aux_pid)
+		ipr_process_level_restart(a, "this node became a spare");
+	return true;
+}
+
 int ipr_cmd_start(struct hp_agent *a, const struct hp_start_req *r)
 {
-	bool was_spare = a->spare;
 	agent_apply_rdzv(a, r, true);
 	hp_info("ipr", "/start: rank %d of %d, master %s:%d, fault count %d",
 		a->group_rank, a->nnodes, a->master_addr, a->master_port,
 		a->restart_count);
-	if (!was_spare && a->spare && a->nrunning) {
-		ipr_process_level_restart(a, "this node became a spare");
+	if (run_pending_plr(a)) {
+		a->start_pending = true; /* released once back at the barrier */
 		return 0;
 	}
 	switch (a->fsm.state) {
@@ -230,33 +288,63 @@ int ipr_cmd_start(struct hp_agent *a, const struct hp_start_req *r)
 		a->start_pending = true;
 		break;
 	default:
-		hp_warn("ipr", "/start while %s: ignored",
-			hp_state_name(a->fsm.state));
+		hp_warn("ipr", "/start while %s: rendezvous information "
+			"applied", hp_state_name(a->fsm.state));
 		break;
 	}
 	return 0;
 }
 
+/* The reference reads restart_mode as a RestartMode member name, any case
+ * (RestartMode[x.upper()], 10759738055 set_restart_mode): only
+ * process_level_restart asks for new processes. */
+static bool wants_plr(const struct hp_agent *a, const char *mode)
+{
+	static const char *const members[] = {
+		"in_process_restart", "job_level_restart", "local_prl",
+		"process_level_restart"};
+	for (size_t i = 0; i < HP_ARRAY_LEN(members); i++)
+		if (strcasecmp(mode, members[i]) == 0)
+			return i == 3;
+	/* local mode has no operator: "plr" is what our own peers send
+	 * there (xnode_tell_peers) */
+	if (a->cfg->mode == HP_MODE_LOCAL && strcmp(mode, "plr") == 0)
+		return true;
+	if (strcmp(mode, "ipr") != 0)
+		hp_error("ipr", "/stop: unexpected restart_mode '%s': using an "
+			 "in-process restart", mode);
+	return false;
+}
+
 int ipr_cmd_stop(struct hp_agent *a, const struct hp_stop_req *r)
 {
 	enum hp_state s = a->fsm.state;
+	const char *mode = r->restart_mode ? r->restart_mode : "ipr";
+	bool plr = wants_plr(a, mode);
 	if (s != HP_STATE_RUNNING && s != HP_STATE_FAULTED &&
 	    s != HP_STATE_COMPLETED) {
+		/* the reference's process-level request holds in any state:
+		 * its next loop turn restarts the processes (10759738055) */
+		if (plr && s != HP_STATE_SHUTDOWN && a->stage != STAGE_STOPPING &&
+		    (a->nrunning || a->aux_pid)) {
+			ipr_process_level_restart(a, "/stop asked for a "
+						  "process-level restart");
+			return 0;
+		}
 		hp_info("ipr", "/stop while %s: nothing to stop",
 			hp_state_name(s));
 		return 0;
 	}
-	const char *mode = r->restart_mode ? r->restart_mode : "ipr";
-	bool plr = strcmp(mode, "plr") == 0 ||
-		   strcmp(mode, "process_level_restart") == 0;
-	if (!plr && strcmp(mode, "ipr") != 0 &&
-	    strcmp(mode, "in_process_restart") != 0)
-		hp_error("ipr", "/stop: unknown restart_mode '%s': using an "
-			 "in-process restart", mode);
-	hp_info("ipr", "/stop (restart_mode %s)", mode);
-	if (plr || a->stage != STAGE_TRAIN || a->nrunning < a->nproc) {
-		/* no live group to restart in place */
+	hp_info("ipr", "/stop (restart_mode %s%s)", mode,
+		a->unhealthy ? "; the group is unhealthy" : "");
+	if (plr || a->unhealthy || a->stage != STAGE_TRAIN ||
+	    a->nrunning < a->nproc) {
+		/* no live, healthy group to restart in place: a hung rank
+		 * may never reach the barrier (10759738055
+		 * _handle_failed_state) */
 		agent_fire(a, HP_EV_STOP, NULL, NULL);
+		a->unhealthy = false;
+		a->priority = false;
 		if (a->stage == STAGE_STOPPING) {
 			a->after_stop = AFTER_RESPAWN;
 			return 0;
@@ -268,8 +356,8 @@ int ipr_cmd_stop(struct hp_agent *a, const struct hp_stop_req *r)
 		agent_start_stop(a, AFTER_RESPAWN,
 				 r->is_graceful ? SIGUSR1
 						: a->cfg->shutdown_signal,
-				 r->timeout >= 0 ? r->timeout
-						 : a->cfg->shutdown_timeout);
+				 r->timeout > 0 ? r->timeout
+						: a->cfg->shutdown_timeout);
 		return 0;
 	}
 	inprocess_restart(a);
@@ -278,14 +366,25 @@ int ipr_cmd_stop(struct hp_agent *a, const struct hp_stop_req *r)
 
 int ipr_cmd_update(struct hp_agent *a, const struct hp_start_req *r)
 {
-	bool was_spare = a->spare;
 	agent_apply_rdzv(a, r, false);
-	hp_info("ipr", "/update: rank %d of %d", a->group_rank, a->nnodes);
-	if (!was_spare && a->spare && a->nrunning) {
-		ipr_process_level_restart(a, "this node became a spare");
+	hp_info("ipr", "/update: rank %d of %d, fault count %d",
+		a->group_rank, a->nnodes, a->restart_count);
+	if (run_pending_plr(a))
+		return 0;
+	char missing[512];
+	if (a->nrunning < a->nproc ||
+	    push_rank_info(a, false, missing, sizeof(missing)) < 0) {
+		/* ipversion null makes the operator send /update again
+		 * (10759738055 send_rank_info) */
+		hp_info("ipr", "/update: local rank(s) %s not connected: "
+			"nothing sent, ipversion reset so the operator sends "
+			"it again",
+			a->nrunning < a->nproc ? "(not started)" : missing);
+		if (a->resconf)
+			hp_resconf_reset_ip_version(a->resconf);
 		return 0;
 	}
-	push_rank_info(a, false);
+	a->assigned_rank = r->rank;
 	return 0;
 }
 
@@ -297,9 +396,23 @@ static void on_init(void *ud, int local_rank)
 	hp_debug("ipr", "local rank %d connected", local_rank);
 }
 
+/* The in-process-restart messages mean nothing to the PLR agent, which
+ * serves only checkpoint discovery on the socket (10071915287). */
+static bool plr_ignores(const struct hp_agent *a, const char *what,
+			int local_rank)
+{
+	if (agent_ipr(a))
+		return false;
+	hp_debug("ipr", "local rank %d: %s without --inprocess-restart; "
+		 "ignored", local_rank, what);
+	return true;
+}
+
 static void on_barrier(void *ud, int local_rank)
 {
 	struct hp_agent *a = ud;
+	if (plr_ignores(a, "at_rcb_barrier", local_rank))
+		return;
 	hp_debug("ipr", "local rank %d at the barrier", local_rank);
 	barrier_check(a);
 }
@@ -307,6 +420,8 @@ static void on_barrier(void *ud, int local_rank)
 static void on_past_barrier(void *ud, int local_rank)
 {
 	struct hp_agent *a = ud;
+	if (plr_ignores(a, "past_rcb_barrier", local_rank))
+		return;
 	struct worker *w = &a->workers[local_rank];
 	w->failed = false;
 	free(w->data_json);
@@ -327,9 +442,11 @@ static void on_fault(void *ud, int local_rank, int rank, const char *reason,
 		     const char *message, const char *restart_mode)
 {
 	struct hp_agent *a = ud;
+	if (plr_ignores(a, "job_fault", local_rank))
+		return;
 	struct worker *w = &a->workers[local_rank];
 	if (rank < 0)
-		rank = a->group_rank * a->nproc + local_rank;
+		rank = agent_global_rank(a, local_rank);
 	w->failed = true;
 	append_failed_rank(a, rank);
 	hp_warn("ipr", "rank %d (local %d) reported a fault: %s %s", rank,
@@ -340,6 +457,11 @@ static void on_fault(void *ud, int local_rank, int rank, const char *reason,
 		a->restart_mode = "job_level_restart";
 	if (restart_mode &&
 	    strcmp(restart_mode, "local_process_level_restart") == 0) {
+		/* FAULTED with the worker's words first, then new processes
+		 * (10027259171 test_handle_healthy_state) */
+		agent_fire(a, HP_EV_FAILED,
+			   reason && *reason ? reason : "WorkerReportedFault",
+			   message);
 		ipr_process_level_restart(a, "a worker asked for a local "
 				      "process-level restart");
 		return;
@@ -367,20 +489,76 @@ static void on_fault(void *ud, int local_rank, int rank, const char *reason,
 static void on_data(void *ud, int local_rank, int rank, const char *data_json)
 {
 	struct hp_agent *a = ud;
+	if (plr_ignores(a, "job_data", local_rank))
+		return;
 	struct worker *w = &a->workers[local_rank];
 	free(w->data_json);
 	w->data_json = xstrdup(data_json);
-	w->data_rank = rank >= 0 ? rank : a->group_rank * a->nproc + local_rank;
+	w->data_rank = rank >= 0 ? rank : agent_global_rank(a, local_rank);
 	agent_publish(a);
 }
 
 static void on_labels(void *ud, int local_rank, const char *labels_json)
 {
 	struct hp_agent *a = ud;
+	if (plr_ignores(a, "rank_labels", local_rank))
+		return;
 	struct worker *w = &a->workers[local_rank];
 	free(w->labels_json);
 	w->labels_json = xstrdup(labels_json);
+	w->labels_seq = ++a->labels_seq;
 	agent_publish(a);
+}
+
+/* ---- checkpoint discovery (both modes) --------------------------------- */
+
+static void on_ckpt_init(void *ud, int local_rank, const char *prefix,
+			 const char *const *names, const int *counts, size_t n)
+{
+	struct hp_agent *a = ud;
+	struct hp_ckpt_type types[HP_CKPT_MAX_TYPES];
+	size_t k = 0;
+	for (size_t i = 0; i < n && k < HP_CKPT_MAX_TYPES; i++)
+		types[k++] = (struct hp_ckpt_type){names[i], counts[i]};
+	hp_ckpt_init(a->ckpt, prefix, types, k);
+	hp_debug("ipr", "local rank %d: checkpoint discovery for prefix %s",
+		 local_rank, prefix);
+	agent_publish(a);
+}
+
+static void on_ckpt_update(void *ud, int local_rank, long long step,
+			   const char *path, const char *type)
+{
+	struct hp_agent *a = ud;
+	int rc = hp_ckpt_update(a->ckpt, local_rank, step, path, type);
+	hp_debug("ipr", "checkpoint step %lld: local rank %d reported %s", step,
+		 local_rank, type);
+	if (rc == 1)
+		hp_info("ipr", "checkpoint step %lld complete (%s)", step,
+			path ? path : "no path");
+	else if (rc == -ENOENT)
+		hp_warn("ipr", "local rank %d: ckpt_info_update before "
+			"ckpt_init; ignored", local_rank);
+	else if (rc == -EINVAL)
+		hp_warn("ipr", "local rank %d: ckpt_info_update of a "
+			"checkpoint type ckpt_init did not name; ignored",
+			local_rank);
+	else if (rc == -ENOSPC)
+		hp_warn("ipr", "local rank %d: more than %d checkpoint steps "
+			"pending; step %lld ignored", local_rank,
+			HP_CKPT_MAX_STEPS, step);
+	agent_publish(a);
+}
+
+static char *on_ckpt_get(void *ud, int local_rank)
+{
+	struct hp_agent *a = ud;
+	(void)local_rank;
+	char *path = xstrdup_or_null(hp_ckpt_latest_path(a->ckpt));
+	/* whoever reads the reply and then GET /status sees the progress
+	 * of every report before the query */
+	agent_publish_now(a);
+	return path;
 }
 
 static void on_disconnect(void *ud, int local_rank)
@@ -406,6 +584,9 @@ int ipr_setup(struct hp_agent *a)
 		.on_fault = on_fault,
 		.on_data = on_data,
 		.on_labels = on_labels,
+		.on_ckpt_init = on_ckpt_init,
+		.on_ckpt_update = on_ckpt_update,
+		.on_ckpt_get = on_ckpt_get,
 		.on_disconnect = on_disconnect,
 	};
 	const char *tmpdir = getenv("TMPDIR");

@@ -39,6 +39,7 @@ struct relay {
 struct rank_logs {
 	char *dir;
 	char *error_file;
+	char *prefix; /* hp_logs_set_prefix; NULL = "[<role><i>]:" */
 	struct relay r[2];
 };
 
@@ -191,8 +192,11 @@ static void emit_line(struct relay *r, const char *p, size_t n)
 	struct hp_logs *l = r->logs;
 	if (r->console) {
 		char prefix[96];
-		int pl = snprintf(prefix, sizeof(prefix), "[%s%d]:",
-				  l->cfg->role, r->local_rank);
+		const char *custom = l->ranks[r->local_rank].prefix;
+		int pl = custom ? snprintf(prefix, sizeof(prefix), "%s", custom)
+				: snprintf(prefix, sizeof(prefix), "[%s%d]:",
+					   l->cfg->role, r->local_rank);
+		pl = HP_MIN(pl, (int)sizeof(prefix) - 1);
 		/* one write per line so lines of different ranks never mix */
 		size_t tot = (size_t)pl + n + 1;
 		char stackbuf[4096];
@@ -449,6 +453,7 @@ void hp_logs_free(struct hp_logs *l)
 		hp_logs_close_rank(l, i);
 		free(l->ranks[i].dir);
 		free(l->ranks[i].error_file);
+		free(l->ranks[i].prefix);
 		for (int s = 0; s < 2; s++)
 			free(l->ranks[i].r[s].line);
 	}
@@ -461,4 +466,10 @@ void hp_logs_free(struct hp_logs *l)
 	free(l->run_dir);
 	free(l->ranks);
 	free(l);
+}
+
+void hp_logs_set_prefix(struct hp_logs *l, int local_rank, const char *prefix)
+{
+	free(l->ranks[local_rank].prefix);
+	l->ranks[local_rank].prefix = xstrdup_or_null(prefix);
 }

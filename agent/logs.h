@@ -31,6 +31,11 @@ const char *hp_logs_run_dir(const struct hp_logs *l);
  * console is the destination. */
 void hp_logs_set_line_cb(struct hp_logs *l, hp_logs_line_cb cb, void *ud);
 
+/* The console prefix of rank i's --tee lines (copied; at most 95 bytes
+ * are used); NULL restores torchrun's "[<role><i>]:". */
+void hp_logs_set_prefix(struct hp_logs *l, int local_rank,
+			const char *prefix);
+
 /* Creates attempt_<n>/<i>/ for every rank. Returns 0 or -errno. */
 int hp_logs_begin_attempt(struct hp_logs *l, int attempt);
 

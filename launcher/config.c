@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/log.h"
 #include "base/xalloc.h"
@@ -855,36 +856,22 @@ static void default_server_host(struct hp_config *cfg, const struct raw *raw)
 		set_str(&cfg->server_host, "127.0.0.1");
 }
 
-/* Cross-flag rules, --standalone's overrides and the mode rule. */
-static enum hp_parse_result derive(struct hp_config *cfg,
-				   const struct raw *raw, char *err,
-				   size_t errlen)
+/* The value of NAME in envp ("NAME=value"), or NULL when unset or empty. */
+static const char *env_lookup(char *const envp[], const char *name)
 {
-	if (cfg->no_python && cfg->module)
-		return fail(err, errlen,
-			    "Don't use both the '--no-python' flag and the "
-			    "'--module' flag at the same time.");
-	if (cfg->no_python && cfg->run_path)
-		return fail(err, errlen,
-			    "Don't use both the '--no-python' flag and the "
-			    "'--run-path' flag at the same time.");
+	size_t n = strlen(name);
+	for (size_t e = 0; envp && envp[e]; e++)
+		if (strncmp(envp[e], name, n) == 0 && envp[e][n] == '=')
+			return envp[e][n + 1] ? envp[e] + n + 1 : NULL;
+	return NULL;
+}
 
+/* Today's rules for a machine with no operator: --standalone, an explicit
+ * backend, or the size decide. */
+static void command_line_mode(struct hp_config *cfg, const struct raw *raw)
+{
 	bool explicit_backend = raw->src[O_RDZV_BACKEND] != SRC_DEFAULT;
 	const char *backend = cfg->rdzv_backend;
-	if (cfg->standalone) {
-		/* torchrun: "--rdzv_backend, --rdzv_endpoint, --rdzv_id are
-		 * auto-assigned; any explicitly set values are ignored". */
-		set_str(&cfg->rdzv_backend, "c10d");
-		set_str(&cfg->rdzv_endpoint, "localhost:0");
-		cfg->master_port = 0;
-		cfg->nnodes_min = cfg->nnodes_max = 1;
-		cfg->node_rank = 0;
-		cfg->mode = HP_MODE_LOCAL;
-		cfg->mode_reason = xstrdup(
-			"--standalone: one node, local rendezvous on a free "
-			"port");
-		return HP_PARSE_OK;
-	}
 	if (strcmp(backend, "hyperpod") == 0) {
 		cfg->mode = HP_MODE_OPERATOR;
 		cfg->mode_reason = xstrdup(
@@ -908,6 +895,111 @@ static enum hp_parse_result derive(struct hp_config *cfg,
 		cfg->mode_reason = xstrdup(
 			"--nnodes=1: single node, static rendezvous, no "
 			"operator");
+	}
+}
+
+/* Operator mode whatever the command line said: the reference's run()
+ * forces rdzv_backend=hyperpod and only warns (10414151774), and AWS's
+ * own job files give neither --nnodes nor --rdzv-backend. */
+static void force_operator(struct hp_config *cfg, const struct raw *raw,
+			   char *reason)
+{
+	cfg->mode = HP_MODE_OPERATOR;
+	cfg->mode_reason = reason;
+	if (cfg->standalone || (raw->src[O_RDZV_BACKEND] != SRC_DEFAULT &&
+				strcmp(cfg->rdzv_backend, "hyperpod") != 0))
+		cfg->mode_warning = xasprintf(
+			"Overriding `rdzv_backend='hyperpod'` (the command line "
+			"asked for %s)",
+			cfg->standalone ? "--standalone" : cfg->rdzv_backend);
+	cfg->standalone = false;
+	set_str(&cfg->rdzv_backend, "hyperpod");
+}
+
+/* Cross-flag rules, --standalone's overrides and the mode rule. The mode:
+ * HYPERPODRUN_MODE=operator|local wins; else inside a pod (the operator
+ * injects NNODES; any Kubernetes pod has KUBERNETES_SERVICE_HOST)
+ * operator mode; else the command line decides (command_line_mode). */
+static enum hp_parse_result derive(struct hp_config *cfg,
+				   const struct raw *raw, char *const envp[],
+				   char *err, size_t errlen)
+{
+	if (cfg->no_python && cfg->module)
+		return fail(err, errlen,
+			    "Don't use both the '--no-python' flag and the "
+			    "'--module' flag at the same time.");
+	if (cfg->no_python && cfg->run_path)
+		return fail(err, errlen,
+			    "Don't use both the '--no-python' flag and the "
+			    "'--run-path' flag at the same time.");
+
+	const char *want = env_lookup(envp, "HYPERPODRUN_MODE");
+	const char *nnodes_env = env_lookup(envp, "NNODES");
+	const char *k8s = env_lookup(envp, "KUBERNETES_SERVICE_HOST");
+	if (want && strcasecmp(want, "operator") != 0 &&
+	    strcasecmp(want, "local") != 0)
+		return fail(err, errlen,
+			    "environment variable HYPERPODRUN_MODE: invalid "
+			    "value '%s' (choose from 'operator', 'local')",
+			    want);
+	bool local_forced = want && strcasecmp(want, "local") == 0;
+	if (nnodes_env && !local_forced) {
+		/* the reference sizes the job from NNODES before /start
+		 * (10336335176); a garbled value is refused as it is there */
+		char *end;
+		long v = strtol(nnodes_env, &end, 10);
+		if (*end || v < 1 || v > HP_MAX_NNODES)
+			return fail(err, errlen,
+				    "environment variable NNODES: invalid "
+				    "value '%s' (expected an int in [1, %d])",
+				    nnodes_env, HP_MAX_NNODES);
+		cfg->env_nnodes = (int)v;
+	}
+
+	if (want && !local_forced) {
+		force_operator(cfg, raw,
+			       xstrdup("HYPERPODRUN_MODE=operator: waiting for "
+				       "the HyperPod operator's /start"));
+	} else if (!want && (nnodes_env || k8s)) {
+		force_operator(
+			cfg, raw,
+			nnodes_env
+				? xasprintf("inside a HyperPod pod (NNODES=%s "
+					    "set by the operator): waiting for "
+					    "its /start",
+					    nnodes_env)
+				: xstrdup("inside a Kubernetes pod "
+					  "(KUBERNETES_SERVICE_HOST set): "
+					  "waiting for the operator's /start"));
+	} else if (cfg->standalone) {
+		/* torchrun: "--rdzv_backend, --rdzv_endpoint, --rdzv_id are
+		 * auto-assigned; any explicitly set values are ignored". */
+		set_str(&cfg->rdzv_backend, "c10d");
+		set_str(&cfg->rdzv_endpoint, "localhost:0");
+		cfg->master_port = 0;
+		cfg->nnodes_min = cfg->nnodes_max = 1;
+		cfg->node_rank = 0;
+		cfg->mode = HP_MODE_LOCAL;
+		cfg->mode_reason = xstrdup(
+			"--standalone: one node, local rendezvous on a free "
+			"port");
+		return HP_PARSE_OK;
+	} else {
+		command_line_mode(cfg, raw);
+		if (local_forced && cfg->mode == HP_MODE_OPERATOR) {
+			free(cfg->mode_reason);
+			cfg->mode = HP_MODE_LOCAL;
+			cfg->mode_reason = xstrdup(
+				"HYPERPODRUN_MODE=local: no operator, the "
+				"agent starts the workers itself");
+			if (strcmp(cfg->rdzv_backend, "hyperpod") == 0)
+				set_str(&cfg->rdzv_backend, "static");
+		} else if (local_forced) {
+			char *r = xasprintf("HYPERPODRUN_MODE=local; %s",
+					    cfg->mode_reason);
+			free(cfg->mode_reason);
+			cfg->mode_reason = r;
+		}
 	}
 
 	if (cfg->mode == HP_MODE_OPERATOR &&
@@ -954,7 +1046,7 @@ enum hp_parse_result hp_config_parse(struct hp_config *cfg, int argc,
 	r = convert(cfg, &raw, err, errlen);
 	if (r != HP_PARSE_OK)
 		goto out;
-	r = derive(cfg, &raw, err, errlen);
+	r = derive(cfg, &raw, envp, err, errlen);
 	if (r != HP_PARSE_OK)
 		goto out;
 	default_server_host(cfg, &raw);
@@ -989,7 +1081,7 @@ void hp_config_fini(struct hp_config *cfg)
 		&cfg->pre_train_args,    &cfg->post_train_script,
 		&cfg->post_train_args,   &cfg->mode_reason,
 		&cfg->event_log_handler, &cfg->numa_binding,
-		&cfg->accepted_note,
+		&cfg->accepted_note,     &cfg->mode_warning,
 	};
 	for (size_t i = 0; i < HP_ARRAY_LEN(strs); i++)
 		free(*strs[i]);

@@ -180,7 +180,8 @@ int main(int argc, char **argv)
 		rc = 0;
 		goto out;
 	case HP_PARSE_VERSION:
-		printf("hyperpodrun %s\n", HP_VERSION);
+		printf("hyperpodrun %s (reports agent_version %s)\n", HP_VERSION,
+		       HP_AGENT_VERSION(HP_VERSION));
 		rc = 0;
 		goto out;
 	case HP_PARSE_ERROR:

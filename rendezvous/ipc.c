@@ -530,6 +530,130 @@ static char *print_item(const cJSON *o, const char *key, const char *def)
 	return s ? s : xstrdup(def);
 }
 
+/* ---- checkpoint discovery (kept apart from the IPR messages) ------------ */
+
+/* A JSON integer within +-2^53, as Python's int would carry it. */
+static bool get_step(const cJSON *o, const char *key, long long *out)
+{
+	const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+	if (!cJSON_IsNumber(it) || cJSON_IsBool(it))
+		return false;
+	double v = it->valuedouble;
+	if (!(v >= -9007199254740992.0 && v <= 9007199254740992.0) ||
+	    v != (double)(long long)v)
+		return false;
+	*out = (long long)v;
+	return true;
+}
+
+static void ckpt_init_msg(struct hp_ipc *ipc, const cJSON *msg, int lr)
+{
+	const char *prefix = get_str(msg, "prefix");
+	const cJSON *types = cJSON_GetObjectItemCaseSensitive(msg,
+							     "checkpoint_types");
+	if (!prefix || !cJSON_IsObject(types)) {
+		hp_warn(COMP, "local rank %d: ckpt_init without a prefix "
+			      "string or a checkpoint_types object; ignored",
+			lr);
+		return;
+	}
+	const char *names[HP_IPC_MAX_CKPT_TYPES];
+	int counts[HP_IPC_MAX_CKPT_TYPES];
+	size_t n = 0;
+	for (const cJSON *it = types->child; it; it = it->next) {
+		if (n == HP_IPC_MAX_CKPT_TYPES) {
+			hp_warn(COMP, "local rank %d: ckpt_init with more than "
+				      "%d checkpoint types; the rest ignored",
+				lr, HP_IPC_MAX_CKPT_TYPES);
+			break;
+		}
+		int v = -1;
+		if (!cJSON_IsNull(it)) {
+			double d = cJSON_IsNumber(it) ? it->valuedouble : -1;
+			if (!(d >= 0 && d <= HP_MAX_LOCAL_WORKERS) ||
+			    d != (double)(int)d) {
+				hp_warn(COMP, "local rank %d: ckpt_init count "
+					      "of a checkpoint type is not an "
+					      "int in [0, %d]; type ignored",
+					lr, HP_MAX_LOCAL_WORKERS);
+				continue;
+			}
+			v = (int)d;
+		}
+		names[n] = it->string;
+		counts[n++] = v;
+	}
+	hp_debug(COMP, "local rank %d: ckpt_init with %zu checkpoint type(s)",
+		 lr, n);
+	if (ipc->cbs.on_ckpt_init)
+		ipc->cbs.on_ckpt_init(ipc->ud, lr, prefix, names, counts, n);
+}
+
+static void ckpt_update_msg(struct hp_ipc *ipc, const cJSON *msg, int lr)
+{
+	long long step;
+	const cJSON *path = cJSON_GetObjectItemCaseSensitive(msg, "path");
+	const char *type = get_str(msg, "checkpoint_type");
+	if (!get_step(msg, "step", &step) || !type ||
+	    (path && !cJSON_IsString(path) && !cJSON_IsNull(path))) {
+		hp_warn(COMP, "local rank %d: ckpt_info_update without an "
+			      "integer step, a checkpoint_type string or a "
+			      "string/null path; ignored",
+			lr);
+		return;
+	}
+	if (ipc->cbs.on_ckpt_update)
+		ipc->cbs.on_ckpt_update(ipc->ud, lr, step,
+					cJSON_IsString(path) ? path->valuestring
+							     : NULL,
+					type);
+}
+
+/* The reference answers a callback's reply on the asking socket with the
+ * request's own type and client_id (10085800244). */
+static void ckpt_get_msg(struct conn *c, int lr, const char *client_id)
+{
+	struct hp_ipc *ipc = c->ipc;
+	if (!ipc->cbs.on_ckpt_get)
+		return;
+	char *path = ipc->cbs.on_ckpt_get(ipc->ud, lr);
+	if (c->closing || ipc->freeing) {
+		free(path);
+		return;
+	}
+	cJSON *reply = cJSON_CreateObject();
+	if (!reply ||
+	    !cJSON_AddItemToObject(reply, "path",
+				   path ? cJSON_CreateString(path)
+					: cJSON_CreateNull()) ||
+	    !cJSON_AddStringToObject(reply, "type", "ckpt_info_get") ||
+	    !cJSON_AddStringToObject(reply, "client_id", client_id))
+		hp_bug("cJSON out of memory");
+	free(path);
+	char *text = cJSON_PrintUnformatted(reply);
+	if (!text)
+		hp_bug("cJSON out of memory");
+	conn_write(c, text, strlen(text));
+	cJSON_free(text);
+	cJSON_Delete(reply);
+	close_failed_writers(ipc);
+}
+
+/* True when type is a checkpoint-discovery message (handled here). */
+static bool dispatch_ckpt(struct conn *c, const cJSON *msg, const char *type,
+			  int lr, const char *client_id)
+{
+	if (strcmp(type, "ckpt_init") == 0)
+		ckpt_init_msg(c->ipc, msg, lr);
+	else if (strcmp(type, "ckpt_info_update") == 0)
+		ckpt_update_msg(c->ipc, msg, lr);
+	else if (strcmp(type, "ckpt_info_get") == 0)
+		ckpt_get_msg(c, lr, client_id);
+	else
+		return false;
+	return true;
+}
+
 static void dispatch(struct conn *c, const cJSON *msg, const char *type,
 		     int lr)
 {
@@ -629,7 +753,7 @@ static void handle_message(struct conn *c, const char *json, size_t len)
 		goto out;
 	if (strcmp(type, "init") == 0)
 		do_register(c, client_id, lr);
-	else
+	else if (!dispatch_ckpt(c, msg, type, lr, client_id))
 		dispatch(c, msg, type, lr);
 out:
 	cJSON_Delete(msg);

@@ -23,6 +23,9 @@
  * a client that sends more is dropped. */
 #define HP_IPC_MAX_FRAME (1024u * 1024u)
 
+/* checkpoint_types entries passed to on_ckpt_init. */
+#define HP_IPC_MAX_CKPT_TYPES 8
+
 /* local_rank for the senders: every registered client. */
 #define HP_IPC_ALL_RANKS (-1)
 
@@ -92,6 +95,22 @@ struct hp_ipc_callbacks {
 			const char *data_json);
 	/* rank_labels: labels_json is the "labels" object as compact JSON */
 	void (*on_labels)(void *ud, int local_rank, const char *labels_json);
+	/* Checkpoint discovery (the reference's CheckpointDiscoverySocket
+	 * server, 10690281936), on the same socket. ckpt_init: prefix and the
+	 * checkpoint_types map as (name, expected count; -1 for null) pairs,
+	 * at most HP_IPC_MAX_CKPT_TYPES. */
+	void (*on_ckpt_init)(void *ud, int local_rank, const char *prefix,
+			     const char *const *type_names,
+			     const int *type_counts, size_t n_types);
+	/* ckpt_info_update: step (an integer), path (NULL for null) and
+	 * checkpoint_type */
+	void (*on_ckpt_update)(void *ud, int local_rank, long long step,
+			       const char *path, const char *type);
+	/* ckpt_info_get: returns the latest checkpoint path as a heap string
+	 * (the module frees it) or NULL for none; the module answers
+	 * {"path": …} with the same type and client_id on the asking
+	 * connection. Without this callback the request is not answered. */
+	char *(*on_ckpt_get)(void *ud, int local_rank);
 	/* the last client registered for local_rank went away (EOF, socket
 	 * error, or dropped for an oversized frame); not called for
 	 * hp_ipc_drop_clients or hp_ipc_free */

@@ -509,10 +509,15 @@ static void parse_master(struct errs *e, const cJSON *body,
 		add_err(e, "string_type", "master_addr", -1, NULL,
 			"Input should be a valid string", v, NULL);
 	} else if (!v->valuestring[0]) {
+		/* the reference's field_validator raises ValueError
+		 * (10406912796; 9938808707 test_api_start_empty_master) */
 		cJSON *ctx = cJSON_CreateObject();
-		cJSON_AddNumberToObject(ctx, "min_length", 1);
-		add_err(e, "string_too_short", "master_addr", -1, NULL,
-			"String should have at least 1 character", v, ctx);
+		cJSON_AddStringToObject(ctx, "error",
+					"Empty master_addr received from "
+					"operator");
+		add_err(e, "value_error", "master_addr", -1, NULL,
+			"Value error, Empty master_addr received from operator",
+			v, ctx);
 	} else {
 		r->master_addr = xstrdup(v->valuestring);
 	}
@@ -526,6 +531,102 @@ static void parse_master(struct errs *e, const cJSON *body,
 	} else {
 		int_err(e, lax_int(v, &r->master_port), "master_port", -1,
 			NULL, v);
+	}
+}
+
+/* ---- range checks (issue 12 §4): numbers the agent multiplies, indexes
+ * or hands to workers; pydantic's ge/le constraint errors. */
+
+static void ge_err(struct errs *e, const char *field, int idx,
+		   const char *sub, const cJSON *v, int ge)
+{
+	char msg[96];
+	snprintf(msg, sizeof(msg),
+		 "Input should be greater than or equal to %d", ge);
+	cJSON *ctx = cJSON_CreateObject();
+	cJSON_AddNumberToObject(ctx, "ge", ge);
+	add_err(e, "greater_than_equal", field, idx, sub, msg, v, ctx);
+}
+
+static void le_err(struct errs *e, const char *field, int idx,
+		   const char *sub, const cJSON *v, int le)
+{
+	char msg[96];
+	snprintf(msg, sizeof(msg), "Input should be less than or equal to %d",
+		 le);
+	cJSON *ctx = cJSON_CreateObject();
+	cJSON_AddNumberToObject(ctx, "le", le);
+	add_err(e, "less_than_equal", field, idx, sub, msg, v, ctx);
+}
+
+/* x (already parsed from v) within [lo, hi]; false (and an error) if not */
+static bool in_range(struct errs *e, const char *field, int idx,
+		     const char *sub, const cJSON *v, int x, int lo, int hi)
+{
+	if (x < lo) {
+		ge_err(e, field, idx, sub, v, lo);
+		return false;
+	}
+	if (x > hi) {
+		le_err(e, field, idx, sub, v, hi);
+		return false;
+	}
+	return true;
+}
+
+static void value_err(struct errs *e, const char *field, int idx,
+		      const char *sub, const cJSON *v, const char *why)
+{
+	char msg[256];
+	snprintf(msg, sizeof(msg), "Value error, %s", why);
+	cJSON *ctx = cJSON_CreateObject();
+	cJSON_AddStringToObject(ctx, "error", why);
+	add_err(e, "value_error", field, idx, sub, msg, v, ctx);
+}
+
+/* Once every field decoded: 0 <= rank <= HP_MAX_RANK_IP, 1 <= nnodes <=
+ * HP_MAX_RANK_IP + 1, rank < nnodes on /start (an /update may name a
+ * rank past a shrunk job, as the reference's scale-down test does:
+ * 10653318562 test_scale_down_out_of_range_rank), faultCount >= 0,
+ * master_port a port, rankIps ranks in [0, HP_MAX_RANK_IP]. */
+static void check_ranges(struct errs *e, const cJSON *body, bool is_update,
+			 struct hp_start_req *r)
+{
+	bool rank_ok = in_range(e, "rank", -1, NULL, field(body, "rank"),
+				r->rank, 0, HP_MAX_RANK_IP);
+	bool nn_ok = in_range(e, "nnodes", -1, NULL, field(body, "nnodes"),
+			      r->nnodes, 1, HP_MAX_RANK_IP + 1);
+	if (rank_ok && nn_ok && !is_update && r->rank >= r->nnodes) {
+		char why[128];
+		snprintf(why, sizeof(why),
+			 "rank %d is not below nnodes %d", r->rank, r->nnodes);
+		value_err(e, "rank", -1, NULL, field(body, "rank"), why);
+	}
+	in_range(e, "faultCount", -1, NULL, field(body, "faultCount"),
+		 r->fault_count, 0, INT_MAX);
+	if (r->master_addr)
+		in_range(e, "master_port", -1, NULL,
+			 field(body, "master_port"), r->master_port, 0, 65535);
+	if (!r->has_rank_ips)
+		return;
+	const cJSON *list = field(body, "rankIps");
+	int i = 0;
+	for (const cJSON *it = list->child; it; it = it->next, i++) {
+		int x = r->rank_ips[i].rank;
+		if (x < 0) {
+			ge_err(e, "rankIps", i, "rank", field(it, "rank"), 0);
+		} else if (x > HP_MAX_RANK_IP) {
+			/* the reference raises in the handler (HTTP 500,
+			 * 10336335176); a 422 fails the request alike, before
+			 * anything is applied */
+			char why[160];
+			snprintf(why, sizeof(why),
+				 "rank %d is over %d: list assignment index "
+				 "out of range",
+				 x, HP_MAX_RANK_IP);
+			value_err(e, "rankIps", i, "rank", field(it, "rank"),
+				  why);
+		}
 	}
 }
 
@@ -672,6 +773,8 @@ int hp_json_parse_start(const char *body, size_t len, bool is_update,
 	if (!absent(wd))
 		out->worker_data_json = print_compact((cJSON *)wd);
 	parse_spare(&e, root, &out->spare);
+	if (!e.list)
+		check_ranges(&e, root, is_update, out);
 	if (!is_update) {
 		const cJSON *pr = field(root, "progress");
 		if (absent(pr))
@@ -722,9 +825,13 @@ int hp_json_parse_stop(const char *body, size_t len, struct hp_stop_req *out,
 				bool_err(&e, r, "is_graceful", NULL, v);
 		}
 		v = field(root, "timeout");
-		if (!absent(v))
-			int_err(&e, lax_int(v, &out->timeout), "timeout", -1,
-				NULL, v);
+		if (!absent(v)) {
+			enum lax lr = lax_int(v, &out->timeout);
+			int_err(&e, lr, "timeout", -1, NULL, v);
+			if (lr == LAX_OK)
+				in_range(&e, "timeout", -1, NULL, v,
+					 out->timeout, 0, INT_MAX);
+		}
 	}
 out:
 	cJSON_Delete(root);

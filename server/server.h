@@ -24,6 +24,10 @@ enum hp_cmd_kind {
 	HP_CMD_SHUTDOWN,
 };
 
+/* The largest rankIps rank the reference accepts (10336335176); rank and
+ * nnodes are bounded by it too (hp_json_parse_start's range checks). */
+#define HP_MAX_RANK_IP 100000
+
 /* StartRequest / UpdateRequest (update has no progress). Optional JSON
  * values the agent only stores and echoes are kept as compact JSON text. */
 struct hp_start_req {
@@ -169,7 +173,13 @@ char *hp_json_status(const struct hp_status *st);
  * "1_000", "3.0"), and must fit a C int (else less_than_equal /
  * greater_than_equal); bools accept 0/1 and "true"/"yes"/"on"/"1"/…;
  * spare is bool-or-int (non-zero int = true); null for an optional field
- * (spare, progress included) means absent. Unknown fields are ignored and
+ * (spare, progress included) means absent. Once every field decoded, the
+ * numbers are range-checked (422 greater_than_equal / less_than_equal /
+ * value_error): 0 <= rank <= 100000, 1 <= nnodes <= 100001, rank < nnodes
+ * (/start only), faultCount >= 0, 0 <= master_port <= 65535, rankIps ranks
+ * in [0, 100000]; an empty master_addr is the reference's value_error
+ * "Value error, Empty master_addr received from operator"; a /stop timeout
+ * must be >= 0. Unknown fields are ignored and
  * the Content-Type is not checked. An empty /start body is 422 "missing"
  * at ["body"]; an empty or null /stop body means all defaults. */
 int hp_json_parse_start(const char *body, size_t len, bool is_update,

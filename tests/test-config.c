@@ -862,6 +862,71 @@ static void test_mode_rules(void **state)
 	hp_config_fini(&c);
 }
 
+/* Inside a pod the operator drives the job whatever the command line
+ * says (the reference forces rdzv_backend=hyperpod); HYPERPODRUN_MODE
+ * overrides both ways. */
+static void test_mode_in_a_pod(void **state)
+{
+	struct hp_config c;
+
+	/* AWS's recipe line: no --nnodes, no backend; NNODES from the pod */
+	ok(&c, ARGV("--nproc_per_node=8", "--tee", "3", "--redirect", "3",
+		    "--inprocess-restart", "train.py"),
+	   ENV("NNODES=16"));
+	assert_int_equal(c.mode, HP_MODE_OPERATOR);
+	assert_string_equal(c.rdzv_backend, "hyperpod");
+	assert_int_equal(c.env_nnodes, 16);
+	assert_non_null(strstr(c.mode_reason, "NNODES=16"));
+	assert_null(c.mode_warning);
+	hp_config_fini(&c);
+
+	/* any Kubernetes pod; another backend is overridden with a warning */
+	ok(&c, ARGV("--rdzv-backend=c10d", "train.py"),
+	   ENV("KUBERNETES_SERVICE_HOST=10.0.0.1"));
+	assert_int_equal(c.mode, HP_MODE_OPERATOR);
+	assert_string_equal(c.rdzv_backend, "hyperpod");
+	assert_non_null(strstr(c.mode_warning, "Overriding"));
+	assert_non_null(strstr(c.mode_warning, "c10d"));
+	hp_config_fini(&c);
+	ok(&c, ARGV("--standalone", "train.py"), ENV("NNODES=2"));
+	assert_int_equal(c.mode, HP_MODE_OPERATOR);
+	assert_false(c.standalone);
+	assert_non_null(c.mode_warning);
+	hp_config_fini(&c);
+
+	/* HYPERPODRUN_MODE=local wins over the pod; =operator over a laptop */
+	ok(&c, ARGV("--nnodes=2", "train.py"),
+	   ENV("NNODES=2", "HYPERPODRUN_MODE=local"));
+	assert_int_equal(c.mode, HP_MODE_LOCAL);
+	assert_string_equal(c.rdzv_backend, "static");
+	assert_int_equal(c.env_nnodes, 0);
+	assert_non_null(strstr(c.mode_reason, "HYPERPODRUN_MODE=local"));
+	hp_config_fini(&c);
+	ok(&c, ARGV("train.py"), ENV("HYPERPODRUN_MODE=Operator"));
+	assert_int_equal(c.mode, HP_MODE_OPERATOR);
+	hp_config_fini(&c);
+	/* an empty variable counts as unset */
+	ok(&c, ARGV("train.py"), ENV("NNODES=", "KUBERNETES_SERVICE_HOST="));
+	assert_int_equal(c.mode, HP_MODE_LOCAL);
+	hp_config_fini(&c);
+
+	/* refusals */
+	bad(ARGV("train.py"), ENV("HYPERPODRUN_MODE=both"),
+	    "HYPERPODRUN_MODE: invalid value 'both'");
+	bad(ARGV("train.py"), ENV("NNODES=0"), "NNODES: invalid value '0'");
+	bad(ARGV("train.py"), ENV("NNODES=100002"), "NNODES: invalid value");
+	bad(ARGV("train.py"), ENV("NNODES=4x"), "NNODES: invalid value");
+	/* the reference's test_unsupported_elasticity (30774934184): in a pod
+	 * MIN:MAX is refused whatever the backend */
+	bad(ARGV("--nnodes=1:4", "--rdzv-backend", "static", "train.py"),
+	    ENV("NNODES=4"), "Elastic cluster size is currently not supported");
+	/* outside a pod a local elastic range stays an engineer's choice */
+	ok(&c, ARGV("--nnodes=1:4", "--rdzv-backend", "static", "train.py"),
+	   NOENV);
+	assert_int_equal(c.mode, HP_MODE_LOCAL);
+	hp_config_fini(&c);
+}
+
 static void test_standalone_defaults(void **state)
 {
 	struct hp_config c;
@@ -925,6 +990,7 @@ int main(void)
 		cmocka_unit_test(test_abbreviations),
 		cmocka_unit_test(test_help_and_version),
 		cmocka_unit_test(test_mode_rules),
+		cmocka_unit_test(test_mode_in_a_pod),
 		cmocka_unit_test(test_standalone_defaults),
 		cmocka_unit_test(test_null_err_buffer),
 	};

@@ -230,6 +230,45 @@ static void test_flags_and_spare(void **state)
 	hp_env_free(env);
 }
 
+/* Operator mode: GROUP_WORLD_SIZE is the world size (the reference's
+ * 10336335176); the pre/post-train group of one keeps the training
+ * group's stride; group rank -1 before /start gives negative ranks, as the
+ * reference's; int extremes cannot overflow (64-bit arithmetic). */
+static void test_operator_layouts(void **state)
+{
+	(void)state;
+	char *parent[] = {NULL};
+	struct hp_rank_info ri = layout(4, 1, 2);
+	ri.group_world_is_world = true;
+	char **env = hp_env_build(parent, &ri, 1, NULL, NULL);
+	expect(env, "GROUP_WORLD_SIZE", "8");
+	expect(env, "WORLD_SIZE", "8");
+	expect(env, "RANK", "3");
+	hp_env_free(env);
+
+	ri = layout(4, 3, 1); /* the pre-train group of one, nproc 8 */
+	ri.node_stride = 8;
+	env = hp_env_build(parent, &ri, 0, NULL, NULL);
+	expect(env, "LOCAL_WORLD_SIZE", "1");
+	expect(env, "RANK", "24");
+	expect(env, "WORLD_SIZE", "32");
+	hp_env_free(env);
+
+	ri = layout(2, -1, 2);
+	env = hp_env_build(parent, &ri, 1, NULL, NULL);
+	expect(env, "RANK", "-1");
+	expect(env, "GROUP_RANK", "-1");
+	hp_env_free(env);
+
+	ri = layout(2147483647, 2147483646, 256);
+	ri.group_world_is_world = true;
+	env = hp_env_build(parent, &ri, 255, NULL, NULL);
+	expect(env, "RANK", "549755813631");
+	expect(env, "WORLD_SIZE", "549755813632");
+	expect(env, "GROUP_WORLD_SIZE", "549755813632");
+	hp_env_free(env);
+}
+
 static void test_env_get(void **state)
 {
 	char *env[] = {"RANKX=1", "RANK=2", "EMPTY=", "BARE", "RANK=3", NULL};
@@ -247,6 +286,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_all_variables),
 		cmocka_unit_test(test_rank_formulas),
+		cmocka_unit_test(test_operator_layouts),
 		cmocka_unit_test(test_parent_replaced_not_duplicated),
 		cmocka_unit_test(test_omp_rule),
 		cmocka_unit_test(test_nccl_not_overwritten),

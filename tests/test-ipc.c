@@ -253,6 +253,11 @@ struct rec {
 	int last_lr, fault_rank, data_rank, disc_rank;
 	char reason[64], message[64], mode[64], data[256], labels[256];
 	bool null_reason;
+	/* checkpoint discovery */
+	int n_ckinit, n_ckupd, n_ckget;
+	char ck_prefix[64], ck_types[128], ck_path[64], ck_type[64];
+	long long ck_step;
+	const char *ck_answer; /* what on_ckpt_get answers (NULL: null) */
 	/* behaviour */
 	bool drop_on_barrier;
 	bool free_on_fault;
@@ -328,7 +333,43 @@ static void cb_disc(void *ud, int lr)
 	r->disc_rank = lr;
 }
 
+static void cb_ckinit(void *ud, int lr, const char *prefix,
+		      const char *const *names, const int *counts, size_t n)
+{
+	struct rec *r = ud;
+	r->n_ckinit++;
+	r->last_lr = lr;
+	copy_str(r->ck_prefix, sizeof(r->ck_prefix), prefix);
+	int off = 0;
+	r->ck_types[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		off += snprintf(r->ck_types + off, sizeof(r->ck_types) - (size_t)off,
+				"%s=%d;", names[i], counts[i]);
+}
+
+static void cb_ckupd(void *ud, int lr, long long step, const char *path,
+		     const char *type)
+{
+	struct rec *r = ud;
+	r->n_ckupd++;
+	r->last_lr = lr;
+	r->ck_step = step;
+	copy_str(r->ck_path, sizeof(r->ck_path), path);
+	copy_str(r->ck_type, sizeof(r->ck_type), type);
+}
+
+static char *cb_ckget(void *ud, int lr)
+{
+	struct rec *r = ud;
+	r->n_ckget++;
+	r->last_lr = lr;
+	return r->ck_answer ? xstrdup(r->ck_answer) : NULL;
+}
+
 static const struct hp_ipc_callbacks cbs = {
+	.on_ckpt_init = cb_ckinit,
+	.on_ckpt_update = cb_ckupd,
+	.on_ckpt_get = cb_ckget,
 	.on_init = cb_init,
 	.on_barrier = cb_barrier,
 	.on_past_barrier = cb_past,
@@ -822,6 +863,61 @@ static void server_all_at_barrier(void **state)
 	assert_int_equal(f->rec.n_disc, 0);
 }
 
+/* Checkpoint discovery on the same socket (10690281936): ckpt_init and
+ * ckpt_info_update reach the callbacks decoded, bad ones are dropped, and
+ * ckpt_info_get is answered {"path": …} with the request's type and
+ * client_id on the asking connection. */
+static void server_checkpoint_discovery(void **state)
+{
+	struct fx *f = *state;
+	new_ipc(f, 2);
+	struct client c;
+	client_connect(f, &c);
+	client_send(&c, "{\"type\":\"ckpt_init\",\"client_id\":\"ck\","
+			"\"local_rank\":1,\"prefix\":\"job\",\"checkpoint_types\":"
+			"{\"model_checkpoint\":2,\"data_checkpoint\":null}}");
+	WAIT_COUNT(f, n_ckinit, 1);
+	assert_int_equal(f->rec.last_lr, 1);
+	assert_string_equal(f->rec.ck_prefix, "job");
+	assert_string_equal(f->rec.ck_types,
+			    "model_checkpoint=2;data_checkpoint=-1;");
+	/* ignored: no prefix, a fractional step, a numeric path */
+	client_send(&c, "{\"type\":\"ckpt_init\",\"client_id\":\"ck\","
+			"\"local_rank\":1,\"checkpoint_types\":{}}");
+	client_send(&c, "{\"type\":\"ckpt_info_update\",\"client_id\":\"ck\","
+			"\"local_rank\":1,\"step\":1.5,\"path\":\"/p\","
+			"\"checkpoint_type\":\"model_checkpoint\"}");
+	client_send(&c, "{\"type\":\"ckpt_info_update\",\"client_id\":\"ck\","
+			"\"local_rank\":1,\"step\":2,\"path\":7,"
+			"\"checkpoint_type\":\"model_checkpoint\"}");
+	client_send(&c, "{\"type\":\"ckpt_info_update\",\"client_id\":\"ck\","
+			"\"local_rank\":1,\"step\":9007199254740992,\"path\":null,"
+			"\"checkpoint_type\":\"model_checkpoint\"}");
+	WAIT_COUNT(f, n_ckupd, 1);
+	assert_int_equal(f->rec.n_ckinit, 1);
+	assert_true(f->rec.ck_step == 9007199254740992LL);
+	assert_string_equal(f->rec.ck_path, "(null)");
+	/* the answer: null, then a path; same type and client_id */
+	client_send(&c, "{\"type\":\"ckpt_info_get\",\"client_id\":\"ck\","
+			"\"local_rank\":1}");
+	WAIT_MSGS(f, &c, 1);
+	f->rec.ck_answer = "/ckpt/\"9\"";
+	client_send(&c, "{\"type\":\"ckpt_info_get\",\"client_id\":\"other\","
+			"\"local_rank\":0}");
+	WAIT_MSGS(f, &c, 2);
+	cJSON *m = client_msg(&c, 0);
+	assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(m, "path")));
+	assert_string_equal(jstr(m, "type"), "ckpt_info_get");
+	assert_string_equal(jstr(m, "client_id"), "ck");
+	cJSON_Delete(m);
+	m = client_msg(&c, 1);
+	assert_string_equal(jstr(m, "path"), "/ckpt/\"9\"");
+	assert_string_equal(jstr(m, "client_id"), "other");
+	cJSON_Delete(m);
+	assert_int_equal(f->rec.n_ckget, 2);
+	client_close(f, &c);
+}
+
 static void server_callback_drops_clients(void **state)
 {
 	struct fx *f = *state;
@@ -889,6 +985,8 @@ int main(void)
 						srv_setup, srv_teardown),
 		cmocka_unit_test_setup_teardown(server_roundtrip, srv_setup,
 						srv_teardown),
+		cmocka_unit_test_setup_teardown(server_checkpoint_discovery,
+						srv_setup, srv_teardown),
 		cmocka_unit_test_setup_teardown(server_all_at_barrier,
 						srv_setup, srv_teardown),
 		cmocka_unit_test_setup_teardown(server_callback_drops_clients,

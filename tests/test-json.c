@@ -86,10 +86,10 @@ static void test_duplicate_keys(void **st)
 	/* Python's json.loads keeps the last of duplicated keys. */
 	struct hp_start_req r;
 	char *d = NULL;
-	assert_int_equal(start("{\"rank\":\"bad\"," OKBODY ",\"rank\":5}", &r,
+	assert_int_equal(start("{\"rank\":\"bad\"," OKBODY ",\"rank\":0}", &r,
 			       &d),
 			 0);
-	assert_int_equal(r.rank, 5);
+	assert_int_equal(r.rank, 0);
 	hp_start_req_fini(&r);
 }
 
@@ -192,17 +192,18 @@ static void test_ints(void **st)
 	};
 	for (size_t i = 0; i < HP_ARRAY_LEN(good); i++) {
 		char b[256];
+		/* /fabric/join's rank has the lax rules and no range
+		 * check; /start's ranges are test_ranges' */
 		snprintf(b, sizeof(b),
-			 "{\"rank\":%s,\"nnodes\":2,\"faultCount\":0,"
-			 "\"master_addr\":\"a\",\"master_port\":1}",
+			 "{\"rank\":%s,\"name\":\"n\",\"http\":\"h\"}",
 			 good[i].v);
-		struct hp_start_req r;
+		struct hp_fabric_join j;
 		char *d = NULL;
-		int rc = start(b, &r, &d);
+		int rc = hp_json_parse_fabric_join(b, strlen(b), &j, &d);
 		if (rc)
 			fail_msg("%s: %s", good[i].v, d);
-		assert_int_equal(r.rank, good[i].want);
-		hp_start_req_fini(&r);
+		assert_int_equal(j.rank, good[i].want);
+		hp_fabric_join_fini(&j);
 	}
 	static const struct {
 		const char *v, *type;
@@ -272,10 +273,11 @@ static void test_master(void **st)
 	expect_err("{\"rank\":0,\"nnodes\":1,\"faultCount\":0,"
 		   "\"master_addr\":\"\",\"master_port\":1}",
 		   422,
-		   "{\"detail\":[{\"type\":\"string_too_short\",\"loc\":"
-		   "[\"body\",\"master_addr\"],\"msg\":\"String should have at "
-		   "least 1 character\",\"input\":\"\",\"ctx\":{\"min_length\":"
-		   "1}}]}");
+		   "{\"detail\":[{\"type\":\"value_error\",\"loc\":"
+		   "[\"body\",\"master_addr\"],\"msg\":\"Value error, Empty "
+		   "master_addr received from operator\",\"input\":\"\","
+		   "\"ctx\":{\"error\":\"Empty master_addr received from "
+		   "operator\"}}]}");
 	expect_err("{\"rank\":0,\"nnodes\":1,\"faultCount\":0,"
 		   "\"master_addr\":5,\"master_port\":\"p\"}",
 		   422,
@@ -284,6 +286,94 @@ static void test_master(void **st)
 		   "\"input\":5},{\"type\":\"int_parsing\",\"loc\":[\"body\","
 		   "\"master_port\"],\"msg\":\"Input should be a valid integer, "
 		   "unable to parse string as an integer\",\"input\":\"p\"}]}");
+}
+
+/* issue 12 §4: the numbers the agent multiplies, indexes or hands to the
+ * workers are range-checked; each row: a body's fields, /update or not,
+ * and the error type and loc expected (NULL: accepted). */
+static void test_ranges(void **st)
+{
+	static const struct {
+		const char *fields;
+		bool update;
+		const char *type, *loc;
+	} rows[] = {
+		{"\"rank\":0,\"nnodes\":1", false, NULL, NULL},
+		{"\"rank\":100000,\"nnodes\":100001", false, NULL, NULL},
+		{"\"rank\":-1,\"nnodes\":4", false, "greater_than_equal",
+		 "[\"body\",\"rank\"]"},
+		{"\"rank\":100001,\"nnodes\":100001", false, "less_than_equal",
+		 "[\"body\",\"rank\"]"},
+		{"\"rank\":2147483647,\"nnodes\":2", false, "less_than_equal",
+		 "[\"body\",\"rank\"]"},
+		{"\"rank\":0,\"nnodes\":0", false, "greater_than_equal",
+		 "[\"body\",\"nnodes\"]"},
+		{"\"rank\":0,\"nnodes\":100002", false, "less_than_equal",
+		 "[\"body\",\"nnodes\"]"},
+		{"\"rank\":0,\"nnodes\":2147483647", false, "less_than_equal",
+		 "[\"body\",\"nnodes\"]"},
+		{"\"rank\":14,\"nnodes\":4", false, "value_error",
+		 "[\"body\",\"rank\"]"},
+		{"\"rank\":4,\"nnodes\":4", false, "value_error",
+		 "[\"body\",\"rank\"]"},
+		/* the reference's scale-down: an /update may name a rank
+		 * past the new size (10653318562) */
+		{"\"rank\":10,\"nnodes\":8", true, NULL, NULL},
+		{"\"rank\":0,\"nnodes\":1,\"faultCount\":-1", false,
+		 "greater_than_equal", "[\"body\",\"faultCount\"]"},
+		{"\"rank\":0,\"nnodes\":1,\"master_port\":70000", false,
+		 "less_than_equal", "[\"body\",\"master_port\"]"},
+		{"\"rank\":0,\"nnodes\":1,\"master_port\":-1", false,
+		 "greater_than_equal", "[\"body\",\"master_port\"]"},
+		{"\"rank\":0,\"nnodes\":1,\"master_port\":\"65535\"", false,
+		 NULL, NULL},
+		{"\"rank\":0,\"nnodes\":1,\"rankIps\":[{\"rank\":100000,"
+		 "\"ip\":\"a\"}]", false, NULL, NULL},
+		{"\"rank\":0,\"nnodes\":1,\"rankIps\":[{\"rank\":0,\"ip\":"
+		 "\"a\"},{\"rank\":100001,\"ip\":\"b\"}]", true, "value_error",
+		 "[\"body\",\"rankIps\",1,\"rank\"]"},
+		{"\"rank\":0,\"nnodes\":1,\"rankIps\":[{\"rank\":-1,\"ip\":"
+		 "\"a\"}]", false, "greater_than_equal",
+		 "[\"body\",\"rankIps\",0,\"rank\"]"},
+	};
+	for (size_t i = 0; i < HP_ARRAY_LEN(rows); i++) {
+		char b[512];
+		/* later members win (json.loads): the defaults come first */
+		snprintf(b, sizeof(b),
+			 "{\"faultCount\":0,\"master_addr\":\"h\","
+			 "\"master_port\":1,%s}",
+			 rows[i].fields);
+		struct hp_start_req r;
+		char *d = NULL;
+		int rc = hp_json_parse_start(b, strlen(b), rows[i].update, &r,
+					     &d);
+		if (!rows[i].type) {
+			if (rc)
+				fail_msg("row %zu: %s: %s", i, b, d);
+			hp_start_req_fini(&r);
+			continue;
+		}
+		if (rc != 422)
+			fail_msg("row %zu: %s accepted", i, b);
+		char want[128], loc[160];
+		snprintf(want, sizeof(want), "{\"detail\":[{\"type\":\"%s\"",
+			 rows[i].type);
+		snprintf(loc, sizeof(loc), "\"loc\":%s", rows[i].loc);
+		if (strncmp(d, want, strlen(want)) != 0 || !strstr(d, loc))
+			fail_msg("row %zu: %s: %s", i, b, d);
+		assert_null(r.master_addr);
+		free(d);
+	}
+	/* /stop: a negative timeout is refused */
+	struct hp_stop_req s;
+	char *d = NULL;
+	assert_int_equal(hp_json_parse_stop("{\"timeout\":-1}", 14, &s, &d),
+			 422);
+	assert_non_null(strstr(d, "greater_than_equal"));
+	free(d);
+	assert_int_equal(hp_json_parse_stop("{\"timeout\":0}", 13, &s, &d), 0);
+	assert_int_equal(s.timeout, 0);
+	hp_stop_req_fini(&s);
 }
 
 static void test_unicode(void **st)
@@ -539,6 +629,7 @@ int main(void)
 		cmocka_unit_test(test_empty_and_null),
 		cmocka_unit_test(test_invalid_json),
 		cmocka_unit_test(test_ints),
+		cmocka_unit_test(test_ranges),
 		cmocka_unit_test(test_master),
 		cmocka_unit_test(test_unicode),
 		cmocka_unit_test(test_optional_types),

@@ -8,7 +8,8 @@ emulator (hp_operator.py), as the HyperPod operator drives a 2-node job.
   * a worker fault on agent A -> A FAULTED (B stays RUNNING);
   * /stop on both -> in-process restart -> READY, same processes;
   * /start(faultCount + 1) -> RUNNING, the new count visible to workers;
-  * /stop restart_mode plr -> new worker processes, INIT, READY again;
+  * /stop restart_mode process_level_restart -> new worker processes, INIT,
+    READY again;
   * /stop with a rank that never returns (--inprocess-timeout) or after a
     worker died -> new processes on that agent, READY again;
   * /update reaches the workers as job_rank_info;
@@ -102,7 +103,8 @@ class OperatorIPR(harness.ProcessTest):
         self.assertEqual(env["GROUP_RANK"], str(node.group_rank))
         self.assertEqual(env["WORLD_SIZE"], str(world))
         self.assertEqual(env["ROLE_WORLD_SIZE"], str(world))
-        self.assertEqual(env["GROUP_WORLD_SIZE"], str(len(self.nodes)))
+        # the reference's GROUP_WORLD_SIZE is the world size (10336335176)
+        self.assertEqual(env["GROUP_WORLD_SIZE"], str(world))
         self.assertEqual(env["MASTER_ADDR"], "127.0.0.1")
         self.assertEqual(env["MASTER_PORT"], str(master_port))
         self.assertEqual(env["JOB_RESTART_COUNT"], str(restart))
@@ -116,7 +118,8 @@ class OperatorIPR(harness.ProcessTest):
         self.start_all(fault_count, master_port, **extra)
         for n in self.nodes:
             st = n.wait("running")
-            self.assertEqual(st.get("reason"), "RunningStarted", st)
+            # RunningStarted, then Running once job_start went out
+            self.assertEqual(st.get("reason"), "Running", st)
             wait_records(n.run, "run", NPROC, T, restart=fault_count)
 
     # ------------------------------------------------------------------
@@ -177,7 +180,7 @@ class OperatorIPR(harness.ProcessTest):
         self.start_all(0, 29611)
         for n in nodes:
             st = n.wait("running")
-            self.assertEqual(st["reason"], "RunningStarted")
+            self.assertEqual(st["reason"], "Running")
             self.assertEqual(st["assigned_rank"], str(n.group_rank))
             recs = wait_records(n.run, "run", NPROC, T)
             for rec in recs:
@@ -196,9 +199,9 @@ class OperatorIPR(harness.ProcessTest):
         self.assertEqual(st["reason"], "InjectedFault", st)
         self.assertEqual(st["message"], "SIGUSR1 into rank 1", st)
         self.assertEqual(st["restartMode"], "in_process_restart")
-        failed = [w for w in st.get("worker_data", []) if w["failed"]]
-        self.assertEqual([(w["rank"], w["group_rank"], w["local_rank"]) for w in failed],
-                         [(1, 0, 1)], st)
+        # worker_data lists only ranks that sent data (the reference's
+        # get_worker_data, 10281984903): the failed rank sent none
+        self.assertEqual(st.get("worker_data", []), [], st)
         self.assertEqual(b.status()["status"], "running", "B must not fault")
         # the operator decides: nobody has been told to restart yet
         for n in nodes:
@@ -211,7 +214,9 @@ class OperatorIPR(harness.ProcessTest):
             st = n.wait("ready")
             self.assertIn("STOPPING", st["transitions"])
             got = wait_records(n.run, "notified", NPROC, T)
-            self.assertEqual([x["restart_count"] for x in got], [1] * NPROC)
+            # the reference's _pause_workers sends the current count (the
+            # operator's faultCount), not the next one (10759738055)
+            self.assertEqual([x["restart_count"] for x in got], [0] * NPROC)
         # the workers wait at the barrier: no run before /start
         for n in nodes:
             self.assertEqual(len(records(n.run, "run")), NPROC)
@@ -220,7 +225,7 @@ class OperatorIPR(harness.ProcessTest):
         self.start_all(1, 29622)
         for n in nodes:
             st = n.wait("running")
-            self.assertEqual(st["reason"], "RunningStarted")
+            self.assertEqual(st["reason"], "Running")
             recs = wait_records(n.run, "run", NPROC, T, restart=1)
             for rec in recs:
                 self.check_env(n, rec, 1, 29622)
@@ -250,7 +255,7 @@ class OperatorIPR(harness.ProcessTest):
         self.start_and_run(0, 29611)
         old = {n.group_rank: set(self.pids(n).values()) for n in nodes}
         for n in nodes:
-            op.stop(n.port, restart_mode="plr")
+            op.stop(n.port, restart_mode="process_level_restart")
         for n in nodes:
             # the old processes are killed, a new group starts: INIT again
             n.run.wait_lines(r"killed by SIGKILL", NPROC, T)
@@ -364,15 +369,17 @@ class OperatorIPR(harness.ProcessTest):
         self.start_and_run(0, 29611)
         for n in nodes:
             st = self.poll_status(n, lambda s: len(s.get("worker_data", [])) == NPROC
-                                  and len(s["rank_labels"]) == NPROC)
+                                  and s["rank_labels"])
             base = n.group_rank * NPROC
             self.assertEqual(
                 sorted((w["rank"], w["group_rank"], w["local_rank"], w["failed"], w["data"])
                        for w in st["worker_data"]),
                 [(base + i, n.group_rank, i, False, "data-r%d-c0" % (base + i))
                  for i in range(NPROC)])
-            self.assertEqual(st["rank_labels"],
-                             {"label_r%d" % (base + i): "c0" for i in range(NPROC)})
+            # the last sender's map replaces the group's (the reference's
+            # assign_labels; 9960341539 test_notify_labels_callback)
+            self.assertIn(st["rank_labels"],
+                          [{"label_r%d" % (base + i): "c0"} for i in range(NPROC)])
 
     def test_worker_can_raise_restart_mode(self):
         nodes = self.boot(IPR_FAULT_MODE="process_level_restart")

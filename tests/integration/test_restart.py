@@ -144,9 +144,11 @@ class PrePostTrain(harness.ProcessTest):
         lines = self.trace()
         pre = [l for l in lines if l.startswith("pre ")]
         post = [l for l in lines if l.startswith("post ")]
+        # --pre-train-args is one opaque argv element, as the reference
+        # passes it (30774934184 test_additional_hyperpod_config_from_args)
         self.assertEqual(pre, [
-            "pre local_rank=0 rank=0 world=2 restart=0 args=2:a|b c",
-            "pre local_rank=0 rank=0 world=2 restart=1 args=2:a|b c",
+            "pre local_rank=0 rank=0 world=2 restart=0 args=1:a 'b c'|",
+            "pre local_rank=0 rank=0 world=2 restart=1 args=1:a 'b c'|",
         ])
         self.assertEqual(post, ["post local_rank=0 rank=0 world=2 restart=1 args=1:x|"])
         # Order: pre before its attempt's workers, post after all of them.
