@@ -8,6 +8,15 @@ Scenarios, each against a fresh hyperpodrun on 127.0.0.1:
          --max-restarts huge: the agent restarts the group continuously and
          republishes /status on every transition while the load runs
 
+Peers, serving the idle agent's own /status bytes with the same load,
+interleaved with the idle agent (--rounds rounds, medians printed):
+  nginx    Debian's nginx-light, one worker process (the agent serves HTTP
+           on one thread), the bytes from a file: the machine's floor
+  fastapi  a FastAPI app under uvicorn, the reference agent's stack
+Ratios printed: agent/nginx req/s (target >= 1.0), agent/nginx p99
+(target <= 1.2), agent/fastapi req/s, storm/idle req/s (target >= 0.8).
+A peer whose package is missing is left out with a line saying so.
+
 The load comes from wrk (Debian's package) when it is installed, else from
 bench_status_client.c beside this file (compiled here with cc): C keep-alive
 connections, one request in flight on each, over T client threads. The
@@ -35,6 +44,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TARGET_RPS = 40_000
 TARGET_P99_MS = 2.0
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with fastapi and uvicorn
+FASTAPI_APP = """
+import sys
+from fastapi import FastAPI, Response
+body = open(sys.argv[1], "rb").read()
+app = FastAPI()
+@app.get("/status")
+def status():
+    return Response(content=body, media_type="application/json")
+if __name__ == "__main__":
+    import uvicorn
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]),
+                log_level="warning", access_log=False)
+"""
 
 
 def free_port():
@@ -110,6 +133,81 @@ class Agent:
             self.proc.wait()
 
 
+def wait_http(port, proc, name, deadline_s=30):
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/status")
+            if c.getresponse().status == 200:
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            c.close()
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{name} did not come up (exit {proc.poll()})")
+        time.sleep(0.05)
+
+
+def start_nginx(tmp, body_file):
+    """nginx-light with one worker serving body_file at /status, or None."""
+    exe = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if not exe:
+        print("nginx: not installed (apt-get install nginx-light): no nginx peer")
+        return None
+    port = free_port()
+    root = os.path.join(tmp, "nginx")
+    os.makedirs(root, exist_ok=True)
+    conf = os.path.join(root, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""daemon off; worker_processes 1; pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off; keepalive_requests 1000000;
+  client_body_temp_path {root};
+  server {{
+    listen 127.0.0.1:{port};
+    location = /status {{ default_type application/json; alias {body_file}; }}
+  }}
+}}
+""")
+    proc = subprocess.Popen([exe, "-p", root, "-c", conf], stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(root, "stderr.log"), "w"),
+                            start_new_session=True)
+    wait_http(port, proc, "nginx")
+    return proc, port
+
+
+def start_fastapi(tmp, body_file):
+    """uvicorn + FastAPI serving body_file at /status, or None."""
+    ok = subprocess.run([SYSTEM_PYTHON, "-c", "import fastapi, uvicorn"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    if not ok:
+        print("fastapi: python3-fastapi / python3-uvicorn not installed: no FastAPI peer")
+        return None
+    app = os.path.join(tmp, "fastapi_status.py")
+    with open(app, "w") as f:
+        f.write(FASTAPI_APP)
+    port = free_port()
+    proc = subprocess.Popen([SYSTEM_PYTHON, app, body_file, str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    wait_http(port, proc, "fastapi")
+    return proc, port
+
+
+def median_row(rs):
+    import statistics
+    out = dict(rs[0])
+    for k in ("rps", "p50_ms", "p99_ms"):
+        out[k] = statistics.median(r[k] for r in rs)
+    out["errors"] = sum(r["errors"] for r in rs)
+    out["requests"] = sum(r["requests"] for r in rs)
+    return out
+
+
 def to_ms(value, unit):
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
@@ -159,6 +257,8 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--client", choices=("auto", "wrk", "c"), default="auto")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds of idle agent / nginx / fastapi")
     ap.add_argument("--storm-worker-ms", type=int, default=0,
                     help="storm workers live this long before failing (0: /bin/false, "
                          "the worst case: hundreds of restarts a second)")
@@ -171,6 +271,7 @@ def main():
     if client == "auto":
         client = "wrk" if shutil.which("wrk") else "c"
     tmp = tempfile.mkdtemp(prefix="bench-status-")
+    os.chmod(tmp, 0o755)  # nginx's worker drops root for nobody and reads from here
     cexe = build_client(tmp) if client == "c" else None
 
     storm_worker = "/bin/false"
@@ -189,24 +290,68 @@ def main():
         "storm": ["--nnodes", "1", "--nproc-per-node", "2", "--max-restarts", "100000000",
                   "--no-python", storm_worker],
     }
+    load = (lambda port: run_wrk(port, args)) if client == "wrk" else \
+        (lambda port: run_c(cexe, port, args))
+
+    def measure(agent):
+        r0 = agent.restarts()
+        c0 = agent.cpu_seconds()
+        t0 = time.monotonic()
+        res = load(agent.port)
+        dt = time.monotonic() - t0
+        res["restarts_per_s"] = (agent.restarts() - r0) / dt
+        # the agent's own CPU per request: independent of what else runs on
+        # the machine (the storm's fork/exec cost included)
+        res["agent_cpu_us_per_req"] = (agent.cpu_seconds() - c0) * 1e6 / max(1, res["requests"])
+        res["alive"] = agent.proc.poll() is None
+        return res
+
     rows = []
-    for name, agent_args in scenarios.items():
-        agent = Agent(args.hyperpodrun, agent_args, tmp, name)
+    peers = {}
+    agent = Agent(args.hyperpodrun, scenarios["idle"], tmp, "idle")
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=2)
+        c.request("GET", "/status")
+        body = c.getresponse().read()
+        c.close()
+        body_file = os.path.join(tmp, "status.json")
+        with open(body_file, "wb") as f:
+            f.write(body)
+        procs = {}
+        for pname, starter in (("nginx", start_nginx), ("fastapi", start_fastapi)):
+            got = starter(tmp, body_file)
+            if got:
+                procs[pname] = got
+                peers[pname] = []
+        idle = []
         try:
-            r0 = agent.restarts()
-            c0 = agent.cpu_seconds()
-            t0 = time.monotonic()
-            res = run_wrk(agent.port, args) if client == "wrk" else run_c(cexe, agent.port, args)
-            dt = time.monotonic() - t0
-            res["restarts_per_s"] = (agent.restarts() - r0) / dt
-            # the agent's own CPU per request: independent of what else
-            # runs on the machine (the storm's fork/exec cost included)
-            res["agent_cpu_us_per_req"] = (agent.cpu_seconds() - c0) * 1e6 / max(1, res["requests"])
-            res["alive"] = agent.proc.poll() is None
+            for _ in range(args.rounds):
+                idle.append(measure(agent))
+                for pname, (_, port) in procs.items():
+                    r = load(port)
+                    r.update(restarts_per_s=0.0, agent_cpu_us_per_req=float("nan"), alive=True)
+                    peers[pname].append(r)
         finally:
-            agent.stop()
-        res["scenario"] = name
-        rows.append(res)
+            for proc, _ in procs.values():
+                os.killpg(proc.pid, 15)
+                proc.wait()
+    finally:
+        agent.stop()
+    row = median_row(idle)
+    row["scenario"] = "idle"
+    rows.append(row)
+    agent = Agent(args.hyperpodrun, scenarios["storm"], tmp, "storm")
+    try:
+        row = measure(agent)
+    finally:
+        agent.stop()
+    row["scenario"] = "storm"
+    rows.append(row)
+    peer_rows = []
+    for pname, rs in peers.items():
+        row = median_row(rs)
+        row["scenario"] = pname
+        peer_rows.append(row)
 
     print(f"load after: {load_line()}")
     print(f"{'scenario':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
@@ -219,7 +364,18 @@ def main():
         print(f"{r['scenario']:8} {r['rps']:9.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {mx} "
               f"{r['errors']:6d} {r['restarts_per_s']:10.1f} {r['agent_cpu_us_per_req']:10.2f}  "
               f"{'met' if hit else 'MISSED'}")
-    print(json.dumps(rows))
+    for r in peer_rows:
+        print(f"{r['scenario']:8} {r['rps']:9.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
+              f"{'-':>8} {r['errors']:6d} {'-':>10} {'-':>10}  (peer)")
+    idle, storm = rows[0], rows[1]
+    print(f"storm/idle req/s: {storm['rps'] / idle['rps']:.2f}  (target >= 0.8)")
+    for r in peer_rows:
+        line = (f"agent/{r['scenario']}: req/s {idle['rps'] / r['rps']:.2f}, "
+                f"p99 {idle['p99_ms'] / r['p99_ms']:.2f}")
+        if r["scenario"] == "nginx":
+            line += "  (targets: req/s >= 1.0, p99 <= 1.2)"
+        print(line)
+    print(json.dumps(rows + peer_rows))
     shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1
 
