@@ -23,6 +23,7 @@ static void cancel_wait(struct hp_agent *a)
 {
 	a->ipr_wait = IPR_WAIT_NONE;
 	uv_timer_stop(&a->ipr_timer);
+	xnode_round_cancel(a);
 }
 
 static void clear_rank_reports(struct hp_agent *a)
@@ -106,16 +107,21 @@ static void barrier_check(struct hp_agent *a)
 	enum ipr_wait was = a->ipr_wait;
 	cancel_wait(a);
 	hp_info("ipr", "every local rank is at the barrier");
-	/* every node's ranks too (nnodes > 1), before READY/STOPPED */
-	char why[1024];
-	if (xnode_round(a, was == IPR_WAIT_INIT, why, sizeof(why)) < 0) {
+	/* every node's ranks too (nnodes > 1), before READY/STOPPED: the
+	 * round runs off the loop and ends in ipr_round_done() */
+	if (!xnode_round_start(a, was == IPR_WAIT_INIT))
+		ipr_round_done(a, was == IPR_WAIT_INIT, 0, NULL);
+}
+
+void ipr_round_done(struct hp_agent *a, bool init, int rc, const char *why)
+{
+	if (rc < 0) {
 		/* the operator (or the log) sees what is needed */
 		a->restart_mode = "process_level_restart";
 		ipr_process_level_restart(a, why);
 		return;
 	}
-	agent_fire(a, was == IPR_WAIT_INIT ? HP_EV_READY : HP_EV_STOPPED, NULL,
-		   NULL);
+	agent_fire(a, init ? HP_EV_READY : HP_EV_STOPPED, NULL, NULL);
 	if (a->cfg->mode == HP_MODE_LOCAL || a->start_pending)
 		release(a);
 }

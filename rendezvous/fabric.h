@@ -126,6 +126,15 @@ int hp_fabric_bcast(struct hp_fabric *f, uint64_t epoch, unsigned root,
  * only hp_fabric_free() is useful. Returns 0 or -ETIMEDOUT. */
 int hp_fabric_leave(struct hp_fabric *f, int deadline_ms);
 
+/* Has rank said BYE (hp_fabric_leave) since the peers were last set?
+ * Only what a collective or hp_fabric_dispatch() has read counts. */
+bool hp_fabric_gone(const struct hp_fabric *f, unsigned rank);
+
+/* Makes the collective now running on another thread (or the next one
+ * to wait) fail soon with -ECANCELED, as if its deadline had passed. The
+ * only call that may come from a thread other than the fabric's. */
+void hp_fabric_cancel(struct hp_fabric *f);
+
 /* The text of the last failed call ("" if none). Valid until the next
  * call on f. */
 const char *hp_fabric_last_error(const struct hp_fabric *f);
