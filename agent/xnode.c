@@ -16,6 +16,10 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -92,7 +96,10 @@ struct hp_xnode {
 };
 
 /* ------------------------------------------------------------------ */
-/* a tiny blocking HTTP/1.1 client (the round thread's)                */
+/* HTTP between agents: libevent's client on an event base of our own  */
+
+/* The waits look at the cancel flag and the deadline this often. */
+#define CANCEL_SLICE_MS 50
 
 static long long now_ms(void)
 {
@@ -122,139 +129,156 @@ static int split_hostport(const char *hp, char *host, size_t cap,
 	return 0;
 }
 
-/* The round thread's HTTP waits look at the cancel flag this often. */
-#define CANCEL_SLICE_MS 50
+/* One request in flight on a base; several may share one (tell_all). */
+struct call {
+	struct event_base *base;
+	struct evhttp_connection *conn;
+	unsigned *pending;
+	bool want_body;
+	bool done;
+	int rc;     /* 0, or -errno when no answer came */
+	int status; /* the answer's HTTP status */
+	char *body; /* its body, NUL-terminated (want_body) */
+	enum evhttp_request_error err;
+	bool failed;
+};
 
-static int wait_fd(int fd, short events, long long until,
-		   const atomic_bool *cancel)
+static void call_error(enum evhttp_request_error e, void *arg)
 {
-	for (;;) {
-		long long left = until - now_ms();
-		if (left <= 0)
-			return -ETIMEDOUT;
-		if (cancel && atomic_load(cancel))
-			return -ECANCELED;
-		struct pollfd p = {.fd = fd, .events = events};
-		int n = poll(&p, 1, (int)HP_MIN(left, (long long)CANCEL_SLICE_MS));
-		if (n > 0)
-			return 0;
-		if (n < 0 && errno != EINTR)
-			return -errno;
-	}
+	struct call *c = arg;
+	c->failed = true;
+	c->err = e;
 }
 
-static int connect_until(const char *hostport, long long until,
-			 const atomic_bool *cancel)
+static void call_done(struct evhttp_request *req, void *arg)
+{
+	struct call *c = arg;
+	int code = req ? evhttp_request_get_response_code(req) : 0;
+	if (code <= 0) {
+		c->rc = c->failed && c->err == EVREQ_HTTP_TIMEOUT ? -ETIMEDOUT
+			: c->failed && c->err == EVREQ_HTTP_EOF   ? -ECONNRESET
+								  : -EHOSTUNREACH;
+	} else {
+		c->status = code;
+		struct evbuffer *b = evhttp_request_get_input_buffer(req);
+		size_t n = HP_MIN(evbuffer_get_length(b), (size_t)HTTP_REPLY_MAX);
+		if (c->want_body) {
+			c->body = xmalloc(n + 1);
+			evbuffer_copyout(b, c->body, n);
+			c->body[n] = '\0';
+		}
+	}
+	c->done = true;
+	if (--*c->pending == 0)
+		event_base_loopbreak(c->base);
+}
+
+/* Sends one request; call_done() reports it. Returns 0, or -errno (then
+ * c->done is set and nothing is in flight). */
+static int call_start(struct call *c, struct event_base *base,
+		      unsigned *pending, const char *hostport,
+		      enum evhttp_cmd_type method, const char *path,
+		      const char *body, int timeout_ms)
 {
 	char host[256], port[16];
-	if (split_hostport(hostport, host, sizeof(host), port, sizeof(port)))
-		return -EINVAL;
-	struct addrinfo hints = {.ai_family = AF_UNSPEC,
-				 .ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_NUMERICSERV};
-	struct addrinfo *res = NULL;
-	if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
-		return -EHOSTUNREACH;
-	int rc = -ECONNREFUSED;
-	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-		int fd = socket(ai->ai_family,
-				ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-				ai->ai_protocol);
-		if (fd < 0) {
-			rc = -errno;
-			continue;
-		}
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-			freeaddrinfo(res);
-			return fd;
-		}
-		rc = -errno;
-		if (rc == -EINPROGRESS) {
-			rc = wait_fd(fd, POLLOUT, until, cancel);
-			int err = 0;
-			socklen_t len = sizeof(err);
-			if (rc == 0 &&
-			    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-				err = errno;
-			if (rc == 0 && err == 0) {
-				freeaddrinfo(res);
-				return fd;
-			}
-			if (rc == 0)
-				rc = -err;
-		}
-		close(fd);
+	memset(c, 0, sizeof(*c));
+	c->base = base;
+	c->pending = pending;
+	c->done = true;
+	char *end = NULL;
+	long p = 0;
+	if (split_hostport(hostport, host, sizeof(host), port, sizeof(port)) ||
+	    (p = strtol(port, &end, 10)) <= 0 || p > 65535 || *end)
+		return c->rc = -EINVAL;
+	c->conn = evhttp_connection_base_new(base, NULL, host,
+					     (ev_uint16_t)p);
+	if (!c->conn)
+		return c->rc = -ENOMEM;
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	evhttp_connection_set_timeout_tv(c->conn, &tv);
+	evhttp_connection_set_retries(c->conn, 0);
+	struct evhttp_request *req = evhttp_request_new(call_done, c);
+	if (!req)
+		return c->rc = -ENOMEM;
+	evhttp_request_set_error_cb(req, call_error);
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	evhttp_add_header(h, "Host", hostport);
+	evhttp_add_header(h, "Connection", "close");
+	if (body) {
+		evhttp_add_header(h, "Content-Type", "application/json");
+		evbuffer_add(evhttp_request_get_output_buffer(req), body,
+			     strlen(body));
 	}
-	freeaddrinfo(res);
-	return rc;
+	c->done = false;
+	(*pending)++;
+	if (evhttp_make_request(c->conn, req, method, path) != 0) {
+		/* libevent freed req */
+		(*pending)--;
+		c->done = true;
+		return c->rc = -EIO;
+	}
+	return 0;
 }
 
-/* One request with "Connection: close"; the reply's status in *status and
- * its body (NUL-terminated, caller frees) in *body when body is not NULL.
- * Returns 0 or -errno (-ETIMEDOUT past timeout_ms, -EPROTO on a reply
- * that is not HTTP). */
-static int http_request(const char *hostport, const char *method,
-			const char *path, const char *req_body, int timeout_ms,
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg; /* only wakes event_base_loop up to look at the clock */
+}
+
+/* Runs base until nothing is pending, until (ms, monotonic) passes or
+ * *cancel is set; whatever did not answer gets -ETIMEDOUT/-ECANCELED. */
+static void calls_run(struct event_base *base, struct call *calls, size_t n,
+		      unsigned *pending, long long until,
+		      const atomic_bool *cancel)
+{
+	struct timeval slice = {0, CANCEL_SLICE_MS * 1000};
+	struct event *wake = event_new(base, -1, EV_PERSIST, wake_cb, NULL);
+	if (wake)
+		event_add(wake, &slice);
+	while (*pending && now_ms() < until &&
+	       !(cancel && atomic_load(cancel)))
+		event_base_loop(base, EVLOOP_ONCE);
+	if (wake)
+		event_free(wake);
+	for (size_t i = 0; i < n; i++) {
+		struct call *c = &calls[i];
+		if (!c->done)
+			c->rc = cancel && atomic_load(cancel) ? -ECANCELED
+							      : -ETIMEDOUT;
+		if (c->conn)
+			evhttp_connection_free(c->conn); /* frees its request */
+		c->conn = NULL;
+		c->done = true;
+	}
+	*pending = 0;
+}
+
+/* One exchange on the round thread's base: status in *status and the
+ * body (caller frees) in *body. Returns 0 or -errno. */
+static int http_request(struct event_base *base, const char *hostport,
+			enum evhttp_cmd_type method, const char *path,
+			const char *req_body, int timeout_ms,
 			const atomic_bool *cancel, int *status, char **body)
 {
-	long long until = now_ms() + timeout_ms;
+	struct call c;
+	unsigned pending = 0;
 	*status = 0;
-	if (body)
-		*body = NULL;
-	int fd = connect_until(hostport, until, cancel);
-	if (fd < 0)
-		return fd;
-	size_t blen = req_body ? strlen(req_body) : 0;
-	char *req = xasprintf("%s %s HTTP/1.1\r\nHost: %s\r\n"
-			      "Connection: close\r\n"
-			      "Content-Type: application/json\r\n"
-			      "Content-Length: %zu\r\n\r\n%s",
-			      method, path, hostport, blen,
-			      req_body ? req_body : "");
-	size_t len = strlen(req), off = 0;
-	int rc = 0;
-	while (off < len && rc == 0) {
-		ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
-		if (n > 0)
-			off += (size_t)n;
-		else if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			rc = wait_fd(fd, POLLOUT, until, cancel);
-		else
-			rc = n < 0 ? -errno : -EPIPE;
-	}
-	free(req);
-	size_t cap = 4096, got = 0;
-	char *buf = xmalloc(cap);
-	while (rc == 0) {
-		if (got + 1 >= cap) {
-			if (cap >= HTTP_REPLY_MAX) {
-				rc = -EMSGSIZE;
-				break;
-			}
-			buf = xrealloc(buf, cap *= 2);
-		}
-		ssize_t n = recv(fd, buf + got, cap - got - 1, 0);
-		if (n > 0)
-			got += (size_t)n;
-		else if (n == 0)
-			break;
-		else if (errno == EAGAIN || errno == EINTR)
-			rc = wait_fd(fd, POLLIN, until, cancel);
-		else
-			rc = -errno;
-	}
-	close(fd);
-	buf[got] = '\0';
-	int code = 0;
-	char *sep = strstr(buf, "\r\n\r\n");
-	if (rc == 0 && (sscanf(buf, "HTTP/1.%*d %d", &code) != 1 || !sep))
-		rc = -EPROTO;
+	*body = NULL;
+	int rc = call_start(&c, base, &pending, hostport, method, path,
+			    req_body, timeout_ms);
 	if (rc == 0) {
-		*status = code;
-		if (body)
-			*body = xstrdup(sep + 4);
+		c.want_body = true;
+		calls_run(base, &c, 1, &pending, now_ms() + timeout_ms, cancel);
+		rc = c.rc;
 	}
-	free(buf);
+	if (rc == 0) {
+		*status = c.status;
+		*body = c.body;
+	} else {
+		free(c.body);
+	}
 	return rc;
 }
 
@@ -742,7 +766,7 @@ static int departed(struct hp_xnode *x, const char *body)
  * it. Polls with a growing interval (10 ms .. 250 ms) until the round's
  * deadline. */
 static int exchange_peers(struct hp_xnode *x, struct round *r,
-			  long long until)
+			  struct event_base *base, long long until)
 {
 	size_t nlen = 0;
 	const void *name = hp_fabric_name(x->f, &nlen);
@@ -764,11 +788,13 @@ static int exchange_peers(struct hp_xnode *x, struct round *r,
 		free(body);
 		body = NULL;
 		if (!joined)
-			rc = http_request(x->root_http, "POST", "/fabric/join",
-					  join, t, &x->cancel, &status, &body);
+			rc = http_request(base, x->root_http, EVHTTP_REQ_POST,
+					  "/fabric/join", join, t, &x->cancel,
+					  &status, &body);
 		else
-			rc = http_request(x->root_http, "GET", path, NULL, t,
-					  &x->cancel, &status, &body);
+			rc = http_request(base, x->root_http, EVHTTP_REQ_GET,
+					  path, NULL, t, &x->cancel, &status,
+					  &body);
 		if (rc == 0 && status == 200 && !joined) {
 			joined = true;
 			continue;
@@ -869,12 +895,20 @@ static void *round_main(void *arg)
 	struct round *r = &x->r;
 	long long t0 = now_ms(), until = t0 + r->deadline_ms;
 	int rc = 0;
-	if (!x->f)
+	struct event_base *base = event_base_new();
+	if (!base) {
+		snprintf(r->why, sizeof(r->why), "no event base for the peer "
+			 "table");
+		rc = -ENOMEM;
+	}
+	if (rc == 0 && !x->f)
 		rc = open_endpoint(x, r);
 	if (rc == 0 && !r->disabled)
-		rc = exchange_peers(x, r, until);
+		rc = exchange_peers(x, r, base, until);
 	if (rc == 0 && !r->disabled)
 		rc = collectives(x, r, until);
+	if (base)
+		event_base_free(base);
 	r->rc = rc;
 	r->ms = now_ms() - t0;
 	uv_async_send(&x->done);
@@ -928,9 +962,8 @@ static void done_cb(uv_async_t *h)
 		hp_info(COMP, "every node is at the barrier, epoch %llu (%lld "
 			"ms)%s", (unsigned long long)r->epoch, r->ms,
 			a->nccl_id[0] ? "; NCCL unique id shared" : "");
-	} else if (r->rc < 0) {
-		hp_error(COMP, "%s", r->why);
 	}
+	/* a failed round is logged once, where ipr.c decides what follows */
 	free(r->all);
 	r->all = NULL;
 	ipr_round_done(a, r->init, r->rc, r->why);
@@ -1106,139 +1139,47 @@ bool xnode_round_running(const struct hp_agent *a)
 	return a->xnode && a->xnode->running && a->xnode->wanted;
 }
 
-/* One POST of many sent side by side (tell_all). */
-struct post {
-	int fd;
-	char *req;
-	size_t len, off;
-	char buf[256]; /* the status line is all we read */
-	size_t got;
-	int rc; /* 1 while in flight */
-	int status;
-};
-
-static void post_step(struct post *p, short revents)
-{
-	if (p->off < p->len) {
-		int err = 0;
-		socklen_t elen = sizeof(err);
-		if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
-			err = errno;
-		if (err) {
-			p->rc = -err;
-			return;
-		}
-		ssize_t n = send(p->fd, p->req + p->off, p->len - p->off,
-				 MSG_NOSIGNAL);
-		if (n > 0)
-			p->off += (size_t)n;
-		else if (n < 0 && errno != EAGAIN && errno != EINTR)
-			p->rc = -errno;
-		return;
-	}
-	if (!(revents & (POLLIN | POLLHUP | POLLERR)))
-		return;
-	ssize_t n = recv(p->fd, p->buf + p->got, sizeof(p->buf) - 1 - p->got,
-			 0);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n < 0) {
-		p->rc = -errno;
-		return;
-	}
-	p->got += (size_t)n;
-	p->buf[p->got] = '\0';
-	if (n == 0 || p->got == sizeof(p->buf) - 1 || strstr(p->buf, "\r\n")) {
-		p->rc = sscanf(p->buf, "HTTP/1.%*d %d", &p->status) == 1
-				? 0
-				: -EPROTO;
-	}
-}
-
 /* POSTs body to path on every peer but us at once, all within one
- * timeout: a peer that is slow to answer (its loop busy in a collective)
- * costs the loop FAULT_POST_TIMEOUT_MS once, not once per peer. */
+ * timeout: a peer that is slow to answer costs the loop
+ * FAULT_POST_TIMEOUT_MS once, not once per peer. */
 static void tell_all(struct hp_xnode *x, char *const *peer_http,
 		     const char *path, const char *body, const char *what)
 {
-	long long until = now_ms() + FAULT_POST_TIMEOUT_MS;
-	struct post *ps = xcalloc(x->size, sizeof(*ps));
-	struct pollfd *pfd = xcalloc(x->size, sizeof(*pfd));
-	for (unsigned r = 0; r < x->size; r++) {
-		struct post *p = &ps[r];
-		p->fd = -1;
-		p->rc = r == x->rank ? 0 : 1;
-		if (r == x->rank)
-			continue;
-		char host[256], port[16];
-		struct addrinfo hints = {.ai_family = AF_UNSPEC,
-					 .ai_socktype = SOCK_STREAM,
-					 .ai_flags = AI_NUMERICSERV};
-		struct addrinfo *res = NULL;
-		if (split_hostport(peer_http[r], host, sizeof(host), port,
-				   sizeof(port)) ||
-		    getaddrinfo(host, port, &hints, &res) != 0 || !res) {
-			p->rc = -EHOSTUNREACH;
-			continue;
-		}
-		p->fd = socket(res->ai_family,
-			       res->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			       res->ai_protocol);
-		if (p->fd < 0 || (connect(p->fd, res->ai_addr,
-					  res->ai_addrlen) < 0 &&
-				  errno != EINPROGRESS))
-			p->rc = -errno;
-		freeaddrinfo(res);
-		p->req = xasprintf("POST %s HTTP/1.1\r\nHost: %s\r\n"
-				   "Connection: close\r\n"
-				   "Content-Type: application/json\r\n"
-				   "Content-Length: %zu\r\n\r\n%s",
-				   path, peer_http[r], strlen(body), body);
-		p->len = strlen(p->req);
+	struct event_base *base = event_base_new();
+	if (!base) {
+		hp_warn(COMP, "could not tell the peers to restart (%s): no "
+			"event base", what);
+		return;
 	}
-	for (;;) {
-		nfds_t n = 0;
-		for (unsigned r = 0; r < x->size; r++) {
-			if (ps[r].rc != 1)
-				continue;
-			pfd[n].fd = ps[r].fd;
-			pfd[n].events = ps[r].off < ps[r].len ? POLLOUT : POLLIN;
-			pfd[n].revents = 0;
-			n++;
-		}
-		long long left = until - now_ms();
-		if (n == 0 || left <= 0)
-			break;
-		if (poll(pfd, n, (int)left) < 0 && errno != EINTR)
-			break;
-		nfds_t k = 0;
-		for (unsigned r = 0; r < x->size; r++)
-			if (ps[r].rc == 1 && pfd[k++].revents)
-				post_step(&ps[r], pfd[k - 1].revents);
-	}
+	struct call *calls = xcalloc(x->size, sizeof(*calls));
+	unsigned pending = 0;
 	for (unsigned r = 0; r < x->size; r++) {
-		struct post *p = &ps[r];
-		if (r == x->rank)
+		calls[r].done = true;
+		if (r != x->rank && peer_http[r])
+			call_start(&calls[r], base, &pending, peer_http[r],
+				   EVHTTP_REQ_POST, path, body,
+				   FAULT_POST_TIMEOUT_MS);
+	}
+	calls_run(base, calls, x->size, &pending,
+		  now_ms() + FAULT_POST_TIMEOUT_MS, NULL);
+	for (unsigned r = 0; r < x->size; r++) {
+		const struct call *c = &calls[r];
+		if (r == x->rank || !peer_http[r])
 			continue;
-		if (p->rc == 1)
-			p->rc = -ETIMEDOUT;
-		if (p->rc == 0 && p->status == 200)
+		if (c->rc == 0 && c->status == 200)
 			hp_info(COMP, "told rank %u (%s) to restart (%s)", r,
 				peer_http[r], what);
-		else if (p->rc == 0)
+		else if (c->rc == 0)
 			hp_warn(COMP, "could not tell rank %u (%s) to restart "
 				"(%s): HTTP %d", r, peer_http[r], what,
-				p->status);
+				c->status);
 		else
 			hp_warn(COMP, "could not tell rank %u (%s) to restart "
 				"(%s): %s", r, peer_http[r], what,
-				strerror(-p->rc));
-		if (p->fd >= 0)
-			close(p->fd);
-		free(p->req);
+				strerror(-c->rc));
 	}
-	free(pfd);
-	free(ps);
+	free(calls);
+	event_base_free(base);
 }
 
 void xnode_tell_peers(struct hp_agent *a, bool plr)
