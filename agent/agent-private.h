@@ -175,6 +175,12 @@ void xnode_round_cancel(struct hp_agent *a);
 bool xnode_round_running(const struct hp_agent *a);
 /* ipr.c: the end of the barrier, after the cross-node round if any. */
 void ipr_round_done(struct hp_agent *a, bool init, int rc, const char *why);
+/* Operator mode, a /start while READY with ranks that never met the other
+ * nodes (fresh processes): a round first, so global rank 0's NCCL id
+ * reaches every rank of every host before the first run (issue 13 §3).
+ * true: started, ipr_start_round_done() follows from the loop. */
+bool xnode_start_round(struct hp_agent *a);
+void ipr_start_round_done(struct hp_agent *a, int rc, const char *why);
 /* Is the fabric set up (peers known)? */
 bool xnode_active(const struct hp_agent *a);
 /* Local mode (no operator to do it): this node restarts, in process or

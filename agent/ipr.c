@@ -113,6 +113,18 @@ static void barrier_check(struct hp_agent *a)
 		ipr_round_done(a, was == IPR_WAIT_INIT, 0, NULL);
 }
 
+/* The round after a /start: release, with the job's NCCL id when it
+ * worked (the operator asked for RUNNING; a node that could not meet the
+ * others fails in training and is restarted then). */
+void ipr_start_round_done(struct hp_agent *a, int rc, const char *why)
+{
+	if (rc < 0)
+		hp_warn("ipr", "the first run starts without the job's NCCL "
+			"unique id: %s", why);
+	if (a->fsm.state == HP_STATE_READY)
+		release(a);
+}
+
 void ipr_round_done(struct hp_agent *a, bool init, int rc, const char *why)
 {
 	if (rc < 0) {
@@ -122,6 +134,8 @@ void ipr_round_done(struct hp_agent *a, bool init, int rc, const char *why)
 		return;
 	}
 	agent_fire(a, init ? HP_EV_READY : HP_EV_STOPPED, NULL, NULL);
+	if (a->start_pending && xnode_start_round(a))
+		return; /* fresh processes meet the other nodes first */
 	if (a->cfg->mode == HP_MODE_LOCAL || a->start_pending)
 		release(a);
 }
@@ -221,7 +235,8 @@ int ipr_cmd_start(struct hp_agent *a, const struct hp_start_req *r)
 	}
 	switch (a->fsm.state) {
 	case HP_STATE_READY:
-		release(a);
+		if (!xnode_start_round(a))
+			release(a);
 		break;
 	case HP_STATE_INIT:
 	case HP_STATE_STOPPING:

@@ -54,8 +54,14 @@
 
 /* One round: what the loop hands the thread, and what comes back. The
  * thread owns it (and x->f) from pthread_create to the async callback. */
+enum round_kind {
+	ROUND_INIT,    /* the barrier of freshly spawned processes */
+	ROUND_BARRIER, /* the barrier of an in-process restart */
+	ROUND_START,   /* operator mode: after the first /start of a group */
+};
+
 struct round {
-	bool init;        /* the barrier of freshly spawned processes */
+	enum round_kind kind;
 	uint64_t epoch;
 	int deadline_ms;  /* for the whole round */
 	char *node;       /* the address to bind, NULL: the route's */
@@ -83,6 +89,9 @@ struct hp_xnode {
 	uint64_t epoch;    /* the last epoch used */
 	bool epoch_failed;
 	bool reinsert; /* drop every connection at the next round */
+	/* the group's ranks hold the job's NCCL id (a round succeeded since
+	 * they were spawned): no round needed at /start */
+	bool shared;
 	/* the round thread */
 	pthread_mutex_t mu; /* x->f's pointer, peer_http */
 	char **peer_http;   /* [size], from the peer table; mu */
@@ -954,6 +963,8 @@ static void done_cb(uv_async_t *h)
 		return;
 	}
 	x->wanted = false;
+	if (r->rc == 0 && !r->disabled)
+		x->shared = true;
 	if (r->rc == 0 && !r->disabled) {
 		free(a->xn_worker_data);
 		a->xn_worker_data = r->all;
@@ -966,7 +977,10 @@ static void done_cb(uv_async_t *h)
 	/* a failed round is logged once, where ipr.c decides what follows */
 	free(r->all);
 	r->all = NULL;
-	ipr_round_done(a, r->init, r->rc, r->why);
+	if (r->kind == ROUND_START)
+		ipr_start_round_done(a, r->rc, r->why);
+	else
+		ipr_round_done(a, r->kind == ROUND_INIT, r->rc, r->why);
 }
 
 static void close_cb(uv_handle_t *h)
@@ -1062,6 +1076,8 @@ static bool first_setup(struct hp_xnode *x)
 	return true;
 }
 
+static bool round_begin(struct hp_agent *a, enum round_kind kind);
+
 bool xnode_round_start(struct hp_agent *a, bool init)
 {
 	local_nccl_id(a, a->nccl_id);
@@ -1071,8 +1087,32 @@ bool xnode_round_start(struct hp_agent *a, bool init)
 	if (!a->cfg->inprocess_restart || a->nnodes <= 1 ||
 	    a->group_rank < 0 || a->group_rank >= a->nnodes)
 		return false;
+	if (init && a->xnode)
+		a->xnode->shared = false; /* new processes, no id yet */
 	if (a->cfg->mode == HP_MODE_OPERATOR && !operator_round(a, init))
 		return false;
+	return round_begin(a, init ? ROUND_INIT : ROUND_BARRIER);
+}
+
+bool xnode_start_round(struct hp_agent *a)
+{
+	if (a->cfg->mode != HP_MODE_OPERATOR || !a->cfg->inprocess_restart ||
+	    a->nnodes <= 1 || a->group_rank < 0 ||
+	    a->group_rank >= a->nnodes ||
+	    (a->xnode && (a->xnode->shared || a->xnode->disabled)))
+		return false;
+	if (xnode_round_running(a))
+		return true; /* a second /start: that round releases */
+	local_nccl_id(a, a->nccl_id);
+	free(a->xn_worker_data);
+	a->xn_worker_data = NULL;
+	if (!operator_round(a, false))
+		return false;
+	return round_begin(a, ROUND_START);
+}
+
+static bool round_begin(struct hp_agent *a, enum round_kind kind)
+{
 	if (!a->xnode)
 		a->xnode = xnode_new(a);
 	struct hp_xnode *x = a->xnode;
@@ -1080,8 +1120,11 @@ bool xnode_round_start(struct hp_agent *a, bool init)
 	if (x->disabled || (!x->root_http && !first_setup(x)))
 		return false;
 	/* every node counts the same restarts, so the restart count names
-	 * the round; an epoch abandoned after an error is never reused */
-	uint64_t e = (uint64_t)HP_MAX(a->restart_count, 0) + 1;
+	 * the round: the barrier of restart c is epoch 2c + 2, the round
+	 * after a /start with faultCount c is 2c + 3; an epoch abandoned
+	 * after an error is never reused */
+	uint64_t e = 2 * (uint64_t)HP_MAX(a->restart_count, 0) + 2 +
+		     (kind == ROUND_START ? 1 : 0);
 	if (e < x->epoch || (e == x->epoch && x->epoch_failed))
 		e = x->epoch + (x->epoch_failed ? 1 : 0);
 	if (e > x->epoch)
@@ -1089,7 +1132,7 @@ bool xnode_round_start(struct hp_agent *a, bool init)
 	x->epoch = e;
 	struct round *r = &x->r;
 	memset(r, 0, sizeof(*r));
-	r->init = init;
+	r->kind = kind;
 	r->epoch = e;
 	r->deadline_ms = deadline_ms(a);
 	r->node = bind_addr(a);
@@ -1112,7 +1155,8 @@ bool xnode_round_start(struct hp_agent *a, bool init)
 	}
 	x->running = true;
 	x->wanted = true;
-	hp_info(COMP, "cross-node round, epoch %llu (deadline %d ms)",
+	hp_info(COMP, "cross-node round%s, epoch %llu (deadline %d ms)",
+		kind == ROUND_START ? " before the first run" : "",
 		(unsigned long long)e, r->deadline_ms);
 	return true;
 }

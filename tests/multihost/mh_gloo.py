@@ -17,8 +17,16 @@ What a run does next comes from the environment, by restart count C:
                          down before it goes back to the barrier (the
                          fabric then sets up with the link down)
 and a run named nowhere ends the job: a gloo barrier, exit 0.
+
+With MH_NCCL=1 the process whose RANK is 0 (before the first /start: every
+host's local rank 0) sends a fresh fake NCCL unique id as job_data before
+it waits at the barrier, as examples/README.md's recipe does, and every run
+prints the id it was handed:
+
+  mh nccl rank R restart C id ID
 """
 import datetime
+import json
 import os
 import select
 import subprocess
@@ -45,6 +53,7 @@ def plan(name):
 FAIL, CRASH, HOLD, LINKDOWN = (plan(n) for n in ("MH_FAIL", "MH_CRASH",
                                                  "MH_HOLD", "MH_LINKDOWN"))
 _store = {}
+NCCL = os.environ.get("MH_NCCL") == "1"
 
 
 def say(text):
@@ -74,6 +83,9 @@ def run_once(client):
     env = client.env
     rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
     restart = int(env["JOB_RESTART_COUNT"])
+    if NCCL:
+        say("mh nccl rank %d restart %d id %s"
+            % (rank, restart, env.get("NCCL_UNIQUE_ID", "none")))
     store = store_for(env["MASTER_ADDR"], int(env["MASTER_PORT"]), rank, world)
     dist.init_process_group("gloo", store=dist.PrefixStore("r%d" % restart, store),
                             rank=rank, world_size=world, timeout=TIMEOUT)
@@ -98,6 +110,10 @@ def run_once(client):
 def main():
     client = AgentClient().connect()
     while True:
+        if NCCL and os.environ.get("RANK") == "0":
+            uid = os.urandom(128).hex()
+            client.send_data(json.dumps({"NCCL_UNIQUE_ID": uid}))
+            say("mh nccl sent %s" % uid)
         client.wait_at_barrier(None)
         try:
             run_once(client)

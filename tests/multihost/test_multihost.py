@@ -201,6 +201,15 @@ class Cluster(harness.ProcessTest):
 
     def finish(self):
         self.wait_all("completed")
+        for i in range(NHOSTS):  # for the benchmark table (issue 13 §7)
+            pid = self.bed.pid1(i)
+            try:
+                with open("/proc/%d/status" % pid) as f:
+                    rss = [l.split()[1] for l in f if l.startswith("VmRSS:")]
+                self.bench("host %d agent RSS, fabric loaded (MB)" % i,
+                           int(rss[0]) / 1024.0)
+            except (OSError, TypeError, IndexError):
+                pass
         for i in range(NHOSTS):
             self.call(i, "POST", "/shutdown")
         for i, r in self.runs_of.items():
@@ -230,7 +239,7 @@ class Cluster(harness.ProcessTest):
         return self.runs_of[i].matches(r"process-level restart")
 
     def bench(self, what, seconds):
-        line = "multihost %s: %.3f s" % (what, seconds)
+        line = "multihost %s: %.3f" % (what, seconds)
         print(line, file=sys.stderr, flush=True)
         if BENCH:
             with open(BENCH, "a") as f:
@@ -238,10 +247,27 @@ class Cluster(harness.ProcessTest):
 
     # ------------------------------------------------------------------
     def test_happy_path(self):
-        self.boot_all()
+        # and one NCCL id from run 0: before the first /start every host's
+        # local rank 0 has RANK 0 and sends an id; group rank 0's reaches
+        # every rank of every host (issue 13 §3)
+        self.boot_all(MH_NCCL="1", MH_FAIL="0:2")
         self.wait_all("ready")
         self.start_all()
         self.assert_run(self.worker_runs(0), 0)
+        for run in (0, 1):
+            if run == 1:
+                self.wait_fault()
+                self.recover()
+                self.assert_run(self.worker_runs(1), 1)
+            ids = {}
+            for i in range(NHOSTS):
+                m = self.runs_of[i].wait_line(
+                    r"^mh nccl rank (\d+) restart %d id (\S+)$" % run, T, "out")
+                ids[int(m.group(1))] = m.group(2)
+            self.assertEqual(len(set(ids.values())), 1, "one id per job: %s" % ids)
+            sent = [m.group(1) for m in self.runs_of[0].matches(
+                r"^mh nccl sent ([0-9a-f]{256})$", "out")]
+            self.assertIn(ids[0], sent, "rank 0's own id")
         self.finish()
         for i in range(NHOSTS):
             self.assertFalse(self.plr_lines(i))
@@ -254,7 +280,7 @@ class Cluster(harness.ProcessTest):
         self.assert_run(first, 0)
         t_fault, _ = self.wait_fault()
         took = self.recover()
-        self.bench("worker crash, fault seen -> all hosts running (PLR)",
+        self.bench("worker crash, fault seen -> all hosts running (PLR, s)",
                    time.monotonic() - t_fault)
         second = self.worker_runs(1)
         self.assert_run(second, 1)
@@ -271,7 +297,7 @@ class Cluster(harness.ProcessTest):
         t_fault, _ = self.wait_fault()
         self.recover()
         second = self.worker_runs(1)
-        self.bench("fault seen -> every host's next run (IPR)",
+        self.bench("fault seen -> every host's next run (IPR, s)",
                    time.monotonic() - t_fault)
         self.assert_run(second, 1)
         for rank in range(NHOSTS):
@@ -307,7 +333,7 @@ class Cluster(harness.ProcessTest):
         t_fault, _ = self.wait_fault()
         self.recover()
         three = self.worker_runs(3)
-        self.bench("after an agent came back: fault seen -> next run (IPR)",
+        self.bench("after an agent came back: fault seen -> next run (IPR, s)",
                    time.monotonic() - t_fault)
         self.assert_run(three, 3)
         self.wait_fault()
