@@ -173,6 +173,9 @@ bool xnode_round_start(struct hp_agent *a, bool init);
 void xnode_round_cancel(struct hp_agent *a);
 /* Is a round under way that the agent waits for? */
 bool xnode_round_running(const struct hp_agent *a);
+/* ipr.c's /stop while a round runs: true when kept (a copy of r) for the
+ * round's end, where ipr_cmd_stop() runs it. */
+bool xnode_defer_stop(struct hp_agent *a, const struct hp_stop_req *r);
 /* ipr.c: the end of the barrier, after the cross-node round if any. */
 void ipr_round_done(struct hp_agent *a, bool init, int rc, const char *why);
 /* Operator mode, a /start while READY with ranks that never met the other

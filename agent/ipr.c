@@ -254,6 +254,8 @@ int ipr_cmd_start(struct hp_agent *a, const struct hp_start_req *r)
 
 int ipr_cmd_stop(struct hp_agent *a, const struct hp_stop_req *r)
 {
+	if (xnode_defer_stop(a, r))
+		return 0; /* the cross-node round ends first */
 	enum hp_state s = a->fsm.state;
 	if (s != HP_STATE_RUNNING && s != HP_STATE_FAULTED &&
 	    s != HP_STATE_COMPLETED) {

@@ -97,8 +97,13 @@ struct hp_xnode {
 	char **peer_http;   /* [size], from the peer table; mu */
 	pthread_t th;
 	bool running; /* a thread to join */
+	unsigned env_mask; /* hp_fabric_env_set() while an endpoint opens */
 	bool wanted;  /* the agent waits for its outcome */
 	atomic_bool cancel;
+	/* a /stop that came while a round ran: applied once it ended, as if
+	 * the loop had waited for the round */
+	bool stop_deferred;
+	struct hp_stop_req stop;
 	struct round r;
 	uv_async_t done;
 	int open_handles; /* freed when the close callback ran */
@@ -931,6 +936,8 @@ static void join_round(struct hp_xnode *x)
 		return;
 	pthread_join(x->th, NULL);
 	x->running = false;
+	hp_fabric_env_unset(x->env_mask);
+	x->env_mask = 0;
 	struct round *r = &x->r;
 	if (r->disabled) {
 		hp_warn(COMP, "%s: running the in-process restart without "
@@ -981,6 +988,14 @@ static void done_cb(uv_async_t *h)
 		ipr_start_round_done(a, r->rc, r->why);
 	else
 		ipr_round_done(a, r->kind == ROUND_INIT, r->rc, r->why);
+	if (a->xnode == x && x->stop_deferred) {
+		struct hp_stop_req stop = x->stop;
+		x->stop_deferred = false;
+		memset(&x->stop, 0, sizeof(x->stop));
+		hp_info(COMP, "the /stop that came during the round, now");
+		ipr_cmd_stop(a, &stop);
+		free(stop.restart_mode);
+	}
 }
 
 static void close_cb(uv_handle_t *h)
@@ -1140,6 +1155,8 @@ static bool round_begin(struct hp_agent *a, enum round_kind kind)
 	node_record(a, r->rec);
 	memcpy(r->nccl, a->nccl_id, sizeof(r->nccl));
 	atomic_store(&x->cancel, false);
+	if (!x->f)
+		x->env_mask = hp_fabric_env_set(); /* on the loop's thread */
 	/* the thread takes no signal: they are the loop's */
 	sigset_t all, old;
 	sigfillset(&all);
@@ -1149,6 +1166,8 @@ static bool round_begin(struct hp_agent *a, enum round_kind kind)
 	if (rc != 0) {
 		hp_error(COMP, "no thread for the cross-node round: %s",
 			 strerror(rc));
+		hp_fabric_env_unset(x->env_mask);
+		x->env_mask = 0;
 		free(r->node);
 		r->node = NULL;
 		return false;
@@ -1169,6 +1188,8 @@ void xnode_round_cancel(struct hp_agent *a)
 	if (!x || !x->running || !x->wanted)
 		return;
 	x->wanted = false;
+	/* what follows (a process-level restart) supersedes a kept /stop */
+	x->stop_deferred = false;
 	atomic_store(&x->cancel, true);
 	pthread_mutex_lock(&x->mu);
 	if (x->f)
@@ -1181,6 +1202,21 @@ void xnode_round_cancel(struct hp_agent *a)
 bool xnode_round_running(const struct hp_agent *a)
 {
 	return a->xnode && a->xnode->running && a->xnode->wanted;
+}
+
+bool xnode_defer_stop(struct hp_agent *a, const struct hp_stop_req *r)
+{
+	if (!xnode_round_running(a))
+		return false;
+	struct hp_xnode *x = a->xnode;
+	free(x->stop.restart_mode);
+	x->stop = *r;
+	x->stop.restart_mode = r->restart_mode ? xstrdup(r->restart_mode)
+					       : NULL;
+	x->stop_deferred = true;
+	hp_info(COMP, "/stop during the cross-node round of epoch %llu: "
+		"applied when it ends", (unsigned long long)x->r.epoch);
+	return true;
 }
 
 /* POSTs body to path on every peer but us at once, all within one
@@ -1287,5 +1323,6 @@ void xnode_teardown(struct hp_agent *a)
 	free(x->self_http);
 	free(x->root_http);
 	free(x->node);
+	free(x->stop.restart_mode);
 	uv_close((uv_handle_t *)&x->done, close_cb);
 }

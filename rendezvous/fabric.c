@@ -1481,6 +1481,33 @@ struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *o, int *err)
 	return f;
 }
 
+static const char *const env_knobs[][2] = {
+	{"FI_OFI_RXM_BUFFER_SIZE", "4352"}, /* one message, header included */
+	{"FI_OFI_RXM_RX_SIZE", "256"},      /* >= XFER_CHUNK receives posted */
+	{"FI_OFI_RXM_TX_SIZE", "256"},
+	{"FI_OFI_RXM_MSG_RX_SIZE", "256"},
+	{"FI_OFI_RXM_MSG_TX_SIZE", "256"},
+	{"FI_TCP_RX_SIZE", "256"},
+	{"FI_TCP_TX_SIZE", "256"},
+};
+
+unsigned hp_fabric_env_set(void)
+{
+	unsigned mask = 0;
+	for (unsigned i = 0; i < HP_ARRAY_LEN(env_knobs); i++)
+		if (!getenv(env_knobs[i][0]) &&
+		    setenv(env_knobs[i][0], env_knobs[i][1], 0) == 0)
+			mask |= 1u << i;
+	return mask;
+}
+
+void hp_fabric_env_unset(unsigned mask)
+{
+	for (unsigned i = 0; i < HP_ARRAY_LEN(env_knobs); i++)
+		if (mask & (1u << i))
+			unsetenv(env_knobs[i][0]);
+}
+
 void hp_fabric_free(struct hp_fabric *f)
 {
 	if (!f)
