@@ -20,7 +20,11 @@ Scenarios:
   * the link down while the fabric sets up (the endpoint opens with eth0
     down): a process-level fallback within --inprocess-timeout, and once
     the link is back the next fault is an in-process restart again (the
-    endpoint is bound to the host's own address, never loopback).
+    endpoint is bound to the host's own address, never loopback);
+  * a partition mid-barrier (host 2's fabric traffic dropped while HTTP
+    works): a process-level fallback within the timeout; healed, the next
+    rounds use fresh connections and stay in process;
+  * (in the happy path) one NCCL unique id for every rank from run 0.
 
 Exit 77 without root, network namespaces, torch or a libfabric tcp
 provider. Every wait has a deadline and is on a line or a /status state.
@@ -383,6 +387,62 @@ class Cluster(harness.ProcessTest):
             self.assertEqual(len(self.plr_lines(i)), plr_before[i],
                              self.runs_of[i].tail(60))
         self.assertFalse(h2.matches(r"provider tcp.* on 127\."), h2.tail())
+
+
+    def test_fabric_partition_mid_barrier_then_healed(self):
+        # run 0: rank 1 fails, an in-process restart (connections up).
+        # run 1: host 2's TCP but the operator API is dropped, then rank 0
+        # fails: the round's barrier cannot complete, a process-level
+        # fallback within --inprocess-timeout. Healed: the next /start's
+        # round and run 2's in-process restart work over connections made
+        # afresh, not the stale ones.
+        if not have_iptables():
+            self.skipTest("no iptables")
+        self.boot_all(MH_FAIL="0:1,1:0,2:2")
+        self.wait_all("ready")
+        self.start_all()
+        self.assert_run(self.worker_runs(0), 0)
+        self.wait_fault()
+        self.recover()
+        self.assert_run(self.worker_runs(1), 1)
+        self.bed.partition(2, True, PORT)
+        healed = False
+        try:
+            t_fault, _ = self.wait_fault()
+            self.stop_all()
+            for i in range(NHOSTS):
+                self.runs_of[i].wait_line(
+                    r"process-level restart: cross-node", T)
+            self.assertLess(time.monotonic() - t_fault, IPR_TIMEOUT + 15)
+            self.bed.partition(2, False, PORT)
+            healed = True
+        finally:
+            if not healed:
+                self.bed.partition(2, False, PORT)
+        self.wait_all("ready")
+        self.fault_count += 1
+        self.start_all()
+        two = self.worker_runs(2)
+        self.assert_run(two, 2)
+        plr_before = [len(self.plr_lines(i)) for i in range(NHOSTS)]
+        self.wait_fault()
+        self.recover()
+        three = self.worker_runs(3)
+        self.assert_run(three, 3)
+        for rank in range(NHOSTS):
+            self.assertEqual(three[rank][1], two[rank][1],
+                             "rank %d: restart 3 not in process" % rank)
+        self.finish()
+        for i in range(NHOSTS):
+            self.assertEqual(len(self.plr_lines(i)), plr_before[i],
+                             self.runs_of[i].tail(60))
+            self.assertFalse(self.runs_of[i].matches(
+                r"the first run starts without"), self.runs_of[i].tail(60))
+
+
+def have_iptables():
+    return subprocess.run(["sh", "-c", "command -v iptables"],
+                          stdout=subprocess.DEVNULL).returncode == 0
 
 
 def main():

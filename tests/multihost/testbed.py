@@ -157,6 +157,23 @@ class Testbed:
         """Takes host i's eth0 down or up (its address stays)."""
         ip("link", "set", "eth0", "up" if up else "down", ns=self.hosts[i])
 
+    def partition(self, i, on, keep_port):
+        """Drops (on) or lets through again every TCP segment into host i
+        but those to or from keep_port (the operator API): the fabric and
+        gloo are cut off while HTTP still works."""
+        ns = self.hosts[i]
+        rules = [["-p", "tcp", "--dport", str(keep_port), "-j", "ACCEPT"],
+                 ["-p", "tcp", "--sport", str(keep_port), "-j", "ACCEPT"],
+                 ["-p", "tcp", "-j", "DROP"]]
+        for rule in rules:
+            argv = ["ip", "netns", "exec", ns, "iptables",
+                    "-A" if on else "-D", "INPUT"] + rule
+            r = subprocess.run(argv, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=30)
+            if r.returncode != 0:
+                raise RuntimeError("%s: %s" % (" ".join(argv),
+                                               r.stderr.decode().strip()))
+
     def pid1(self, i):
         """The root-namespace pid of the process that is PID 1 of a pid
         namespace inside host i (its agent), or None."""
