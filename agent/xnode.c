@@ -21,7 +21,6 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -106,7 +105,6 @@ struct hp_xnode {
 	struct hp_stop_req stop;
 	struct round r;
 	uv_async_t done;
-	int open_handles; /* freed when the close callback ran */
 };
 
 /* ------------------------------------------------------------------ */
