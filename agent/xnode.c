@@ -774,6 +774,56 @@ static int departed(struct hp_xnode *x, const char *body)
 	return out;
 }
 
+/* How often a barrier round asks the agents it waits for how they are. */
+#define PROBE_EVERY_MS 500
+#define PROBE_TIMEOUT_MS 500
+
+/* A barrier round (after /stop): a rank still missing from the table
+ * whose agent does not answer at all, or answers READY/INIT (it had
+ * nothing to stop: e.g. it came back after a crash), will not come to
+ * this round; the round fails at once instead of at its deadline. Asks
+ * each missing rank's GET /status at its last known address. Returns that
+ * rank, with what it said in state, or -1. */
+static int not_coming(struct hp_xnode *x, struct event_base *base,
+		      const char *body, char *state, size_t cap)
+{
+	if (!x->peer_http)
+		return -1;
+	cJSON *v = body ? cJSON_Parse(body) : NULL;
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(v, "missing");
+	const cJSON *r;
+	int out = -1;
+	cJSON_ArrayForEach(r, m)
+	{
+		if (out >= 0 || !cJSON_IsNumber(r) || r->valueint < 0 ||
+		    (unsigned)r->valueint >= x->size ||
+		    (unsigned)r->valueint == x->rank ||
+		    !x->peer_http[r->valueint])
+			continue;
+		int status = 0;
+		char *reply = NULL;
+		int rc = http_request(base, x->peer_http[r->valueint],
+				      EVHTTP_REQ_GET, "/status", NULL,
+				      PROBE_TIMEOUT_MS, &x->cancel, &status,
+				      &reply);
+		cJSON *st = rc == 0 && status == 200 ? cJSON_Parse(reply) : NULL;
+		const cJSON *s = cJSON_GetObjectItemCaseSensitive(st, "status");
+		if (rc == -EHOSTUNREACH || rc == -ECONNRESET) {
+			snprintf(state, cap, "its agent does not answer");
+			out = r->valueint;
+		} else if (cJSON_IsString(s) &&
+			   (strcmp(s->valuestring, "ready") == 0 ||
+			    strcmp(s->valuestring, "init") == 0)) {
+			snprintf(state, cap, "its agent is %s", s->valuestring);
+			out = r->valueint;
+		}
+		cJSON_Delete(st);
+		free(reply);
+	}
+	cJSON_Delete(v);
+	return out;
+}
+
 /* Joins rank 0's table for this epoch and waits until it is complete for
  * it. Polls with a growing interval (10 ms .. 250 ms) until the round's
  * deadline. */
@@ -791,6 +841,7 @@ static int exchange_peers(struct hp_xnode *x, struct round *r,
 	char *path = xasprintf("/fabric/peers?epoch=%llu",
 			       (unsigned long long)r->epoch);
 	int delay = 10, rc = -ETIMEDOUT, status = 0;
+	long long next_probe = now_ms() + PROBE_EVERY_MS;
 	bool joined = false;
 	char *body = NULL;
 	char last[160] = "no answer";
@@ -827,6 +878,21 @@ static int exchange_peers(struct hp_xnode *x, struct round *r,
 				 (unsigned long long)r->epoch, left);
 			rc = -ECONNRESET;
 			goto out;
+		}
+		if (rc == 0 && r->kind == ROUND_BARRIER &&
+		    now_ms() >= next_probe) {
+			next_probe = now_ms() + PROBE_EVERY_MS;
+			char state[64];
+			left = not_coming(x, base, body, state, sizeof(state));
+			if (left >= 0) {
+				snprintf(r->why, sizeof(r->why), "cross-node "
+					 "peer table of epoch %llu: rank %d will "
+					 "not come (%s)",
+					 (unsigned long long)r->epoch, left,
+					 state);
+				rc = -ECONNRESET;
+				goto out;
+			}
 		}
 		if (rc < 0)
 			snprintf(last, sizeof(last), "%s", strerror(-rc));

@@ -200,7 +200,8 @@ class Cluster(harness.ProcessTest):
         self.wait_all("ready")
         self.fault_count += 1
         self.start_all()
-        self.wait_all(("running", "completed"))
+        # a run may fault again at once: that is past /start as well
+        self.wait_all(("running", "completed", "faulted"))
         return time.monotonic() - t0
 
     def finish(self):
@@ -330,7 +331,14 @@ class Cluster(harness.ProcessTest):
         self.assertExit(self.runs_of[1], (137, 1), timeout=T)
         self.wait_fault()
         self.boot(1, label="host1-again")
-        self.recover()
+        self.wait_all(("ready", "running", "faulted"))
+        # the others' barrier round fails at once: host 1 is READY, it
+        # had nothing to stop and will not come (issue 13 §4)
+        took = self.recover()
+        self.assertLess(took, IPR_TIMEOUT, "waited for the round's deadline")
+        for i in (0, 2):
+            self.runs_of[i].wait_line(r"rank 1 will not come \(its agent "
+                                      r"is ready\)", 0)
         two = self.worker_runs(2)
         self.assert_run(two, 2)
         plr_before = [len(self.plr_lines(i)) for i in range(NHOSTS)]
