@@ -230,15 +230,34 @@ void rdzv_teardown(struct hp_agent *a);
 
 /* xnode.c: the in-process restart across nodes (--inprocess-restart with
  * nnodes > 1). At every barrier, once every local rank is there: sets
- * a->nccl_id from global rank 0's job_data, and with nnodes > 1 runs the
- * fabric barrier, the worker-data allgather (a->xn_worker_data) and the
- * broadcast of the NCCL id, each within --inprocess-timeout (60 s if
- * none); the first call sets the fabric up. init: the barrier of freshly
- * spawned processes (operator mode leaves those to the operator, and
- * meets only after a /start). Returns 0 (also when this node cannot join
- * the fabric: logged, node-local IPR) or -errno with why set for a
- * process-level restart. Blocks the loop while it runs. */
-int xnode_round(struct hp_agent *a, bool init, char *why, size_t cap);
+ * a->nccl_id from global rank 0's job_data, and with nnodes > 1 starts a
+ * round on a thread of its own: the peer table of this epoch, the fabric
+ * barrier, the worker-data allgather (a->xn_worker_data) and the
+ * broadcast of the NCCL id, all within one --inprocess-timeout (60 s if
+ * none); the first round opens the endpoint. init: the barrier of
+ * freshly spawned processes (operator mode leaves those to the operator,
+ * and meets only after a /start). Returns true when a round started: the
+ * loop goes on, and ipr_round_done() (ipr.c) follows from the loop with
+ * 0, or -errno and why for a process-level restart. false: nothing to
+ * wait for (one node, no fabric here: node-local IPR). */
+bool xnode_round_start(struct hp_agent *a, bool init);
+/* The agent no longer waits for the round (a process-level restart, a
+ * /stop plr): its outcome is dropped, its thread told to stop soon. Also
+ * drops the last round's worker data. */
+void xnode_round_cancel(struct hp_agent *a);
+/* Is a round under way that the agent waits for? */
+bool xnode_round_running(const struct hp_agent *a);
+/* ipr.c's /stop while a round runs: true when kept (a copy of r) for the
+ * round's end, where ipr_cmd_stop() runs it. */
+bool xnode_defer_stop(struct hp_agent *a, const struct hp_stop_req *r);
+/* ipr.c: the end of the barrier, after the cross-node round if any. */
+void ipr_round_done(struct hp_agent *a, bool init, int rc, const char *why);
+/* Operator mode, a /start while READY with ranks that never met the other
+ * nodes (fresh processes): a round first, so global rank 0's NCCL id
+ * reaches every rank of every host before the first run (issue 13 §3).
+ * true: started, ipr_start_round_done() follows from the loop. */
+bool xnode_start_round(struct hp_agent *a);
+void ipr_start_round_done(struct hp_agent *a, int rc, const char *why);
 /* Is the fabric set up (peers known)? */
 bool xnode_active(const struct hp_agent *a);
 /* Local mode (no operator to do it): this node restarts, in process or

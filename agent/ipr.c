@@ -26,6 +26,7 @@ static void cancel_wait(struct hp_agent *a)
 {
 	a->ipr_wait = IPR_WAIT_NONE;
 	uv_timer_stop(&a->ipr_timer);
+	xnode_round_cancel(a);
 }
 
 static void clear_rank_reports(struct hp_agent *a)
@@ -133,16 +134,35 @@ static void barrier_check(struct hp_agent *a)
 	enum ipr_wait was = a->ipr_wait;
 	cancel_wait(a);
 	hp_info("ipr", "every local rank is at the barrier");
-	/* every node's ranks too (nnodes > 1), before READY/STOPPED */
-	char why[1024];
-	if (xnode_round(a, was == IPR_WAIT_INIT, why, sizeof(why)) < 0) {
+	/* every node's ranks too (nnodes > 1), before READY/STOPPED: the
+	 * round runs off the loop and ends in ipr_round_done() */
+	if (!xnode_round_start(a, was == IPR_WAIT_INIT))
+		ipr_round_done(a, was == IPR_WAIT_INIT, 0, NULL);
+}
+
+/* The round after a /start: release, with the job's NCCL id when it
+ * worked (the operator asked for RUNNING; a node that could not meet the
+ * others fails in training and is restarted then). */
+void ipr_start_round_done(struct hp_agent *a, int rc, const char *why)
+{
+	if (rc < 0)
+		hp_warn("ipr", "the first run starts without the job's NCCL "
+			"unique id: %s", why);
+	if (a->fsm.state == HP_STATE_READY)
+		release(a);
+}
+
+void ipr_round_done(struct hp_agent *a, bool init, int rc, const char *why)
+{
+	if (rc < 0) {
 		/* the operator (or the log) sees what is needed */
 		a->restart_mode = "process_level_restart";
 		ipr_process_level_restart(a, why);
 		return;
 	}
-	agent_fire(a, was == IPR_WAIT_INIT ? HP_EV_READY : HP_EV_STOPPED, NULL,
-		   NULL);
+	agent_fire(a, init ? HP_EV_READY : HP_EV_STOPPED, NULL, NULL);
+	if (a->start_pending && xnode_start_round(a))
+		return; /* fresh processes meet the other nodes first */
 	if (a->cfg->mode == HP_MODE_LOCAL || a->start_pending)
 		release(a);
 }
@@ -279,7 +299,8 @@ int ipr_cmd_start(struct hp_agent *a, const struct hp_start_req *r)
 	}
 	switch (a->fsm.state) {
 	case HP_STATE_READY:
-		release(a);
+		if (!xnode_start_round(a))
+			release(a);
 		break;
 	case HP_STATE_INIT:
 	case HP_STATE_STOPPING:
@@ -318,6 +339,8 @@ static bool wants_plr(const struct hp_agent *a, const char *mode)
 
 int ipr_cmd_stop(struct hp_agent *a, const struct hp_stop_req *r)
 {
+	if (xnode_defer_stop(a, r))
+		return 0; /* the cross-node round ends first */
 	enum hp_state s = a->fsm.state;
 	const char *mode = r->restart_mode ? r->restart_mode : "ipr";
 	bool plr = wants_plr(a, mode);

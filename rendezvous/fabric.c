@@ -14,6 +14,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,8 @@ struct hp_fabric {
 	uint64_t failed_epoch;
 	bool left;
 	bool peers_set;
+	/* hp_fabric_cancel(), from another thread */
+	atomic_bool cancel;
 
 	struct fi_info *info;
 	struct fid_fabric *fabric;
@@ -1041,6 +1044,11 @@ static int wait_round(struct hp_fabric *f)
 		check_gone(f);
 		if (c->fail_rc)
 			return c->fail_rc;
+		if (atomic_exchange(&f->cancel, false)) {
+			coll_fail(f, -ECANCELED, true, "%s epoch %" PRIu64
+				  " cancelled", op_name(c->op), c->epoch);
+			return c->fail_rc;
+		}
 		uint64_t now = now_ns();
 		if (now >= c->deadline_ns) {
 			timeout_text(f);
@@ -1215,7 +1223,8 @@ static struct {
 } fi_lib;
 
 /* Loads libfabric.so.1 once (HP_LIBFABRIC overrides the name, for tests).
- * The agent's loop thread is the only caller. Returns 0 or -ENOSYS. */
+ * One thread at a time calls it (the agent's round thread). Returns 0 or
+ * -ENOSYS. */
 static int fi_load(void)
 {
 	if (fi_lib.lib)
@@ -1472,6 +1481,33 @@ struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *o, int *err)
 	return f;
 }
 
+static const char *const env_knobs[][2] = {
+	{"FI_OFI_RXM_BUFFER_SIZE", "4352"}, /* one message, header included */
+	{"FI_OFI_RXM_RX_SIZE", "256"},      /* >= XFER_CHUNK receives posted */
+	{"FI_OFI_RXM_TX_SIZE", "256"},
+	{"FI_OFI_RXM_MSG_RX_SIZE", "256"},
+	{"FI_OFI_RXM_MSG_TX_SIZE", "256"},
+	{"FI_TCP_RX_SIZE", "256"},
+	{"FI_TCP_TX_SIZE", "256"},
+};
+
+unsigned hp_fabric_env_set(void)
+{
+	unsigned mask = 0;
+	for (unsigned i = 0; i < HP_ARRAY_LEN(env_knobs); i++)
+		if (!getenv(env_knobs[i][0]) &&
+		    setenv(env_knobs[i][0], env_knobs[i][1], 0) == 0)
+			mask |= 1u << i;
+	return mask;
+}
+
+void hp_fabric_env_unset(unsigned mask)
+{
+	for (unsigned i = 0; i < HP_ARRAY_LEN(env_knobs); i++)
+		if (mask & (1u << i))
+			unsetenv(env_knobs[i][0]);
+}
+
 void hp_fabric_free(struct hp_fabric *f)
 {
 	if (!f)
@@ -1631,6 +1667,16 @@ int hp_fabric_leave(struct hp_fabric *f, int deadline_ms)
 			return rc;
 	}
 	return 0;
+}
+
+bool hp_fabric_gone(const struct hp_fabric *f, unsigned rank)
+{
+	return f->peers_set && rank < f->size && f->gone[rank];
+}
+
+void hp_fabric_cancel(struct hp_fabric *f)
+{
+	atomic_store(&f->cancel, true);
 }
 
 const char *hp_fabric_last_error(const struct hp_fabric *f)

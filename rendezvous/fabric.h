@@ -59,6 +59,17 @@ struct hp_fabric_stats {
 struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *opts,
 				int *err);
 
+/* Memory (issue 13 §7): the tcp and rxm providers size their queues and
+ * buffer pools from the environment, ~70 MB per endpoint by default; for
+ * our messages (<= 4 KiB + header, a few in flight) these defaults keep an
+ * endpoint near 10 MB. hp_fabric_env_set() puts each in the environment
+ * where the user set nothing and returns which it set; hp_fabric_env_unset()
+ * takes those out again, so workers spawned later do not inherit them.
+ * Call both from the thread that owns the environment, around
+ * hp_fabric_new() (libfabric reads them while it opens the endpoint). */
+unsigned hp_fabric_env_set(void);
+void hp_fabric_env_unset(unsigned mask);
+
 /* Closes everything; pending operations are cancelled. NULL does nothing.
  * Call hp_fabric_leave() first for a clean departure. */
 void hp_fabric_free(struct hp_fabric *f);
@@ -125,6 +136,15 @@ int hp_fabric_bcast(struct hp_fabric *f, uint64_t epoch, unsigned root,
  * and waits up to deadline_ms for those messages to go out. Afterwards
  * only hp_fabric_free() is useful. Returns 0 or -ETIMEDOUT. */
 int hp_fabric_leave(struct hp_fabric *f, int deadline_ms);
+
+/* Has rank said BYE (hp_fabric_leave) since the peers were last set?
+ * Only what a collective or hp_fabric_dispatch() has read counts. */
+bool hp_fabric_gone(const struct hp_fabric *f, unsigned rank);
+
+/* Makes the collective now running on another thread (or the next one
+ * to wait) fail soon with -ECANCELED, as if its deadline had passed. The
+ * only call that may come from a thread other than the fabric's. */
+void hp_fabric_cancel(struct hp_fabric *f);
 
 /* The text of the last failed call ("" if none). Valid until the next
  * call on f. */

@@ -876,6 +876,7 @@ int hp_json_parse_fabric_join(const char *body, size_t len,
 {
 	memset(out, 0, sizeof(*out));
 	out->size = -1;
+	out->epoch = 0;
 	*detail_json = NULL;
 	cJSON *root = NULL;
 	struct errs e = {0};
@@ -906,6 +907,9 @@ int hp_json_parse_fabric_join(const char *body, size_t len,
 	const cJSON *v = field(root, "size");
 	if (!absent(v))
 		int_err(&e, lax_int(v, &out->size), "size", -1, NULL, v);
+	v = field(root, "epoch");
+	if (!absent(v))
+		int_err(&e, lax_int(v, &out->epoch), "epoch", -1, NULL, v);
 out:
 	cJSON_Delete(root);
 	if (e.list) {

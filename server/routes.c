@@ -7,6 +7,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -242,7 +243,8 @@ static void route_fabric_join(struct hp_server *s, struct evhttp_request *req)
 		 !strchr(j.http, ':'))
 		bad = "http must be host:port";
 	else if (j.rank < 0 || j.rank >= FABRIC_SIZE_MAX ||
-		 (j.size != -1 && (j.size < 1 || j.size > FABRIC_SIZE_MAX)))
+		 (j.size != -1 && (j.size < 1 || j.size > FABRIC_SIZE_MAX)) ||
+		 j.epoch < 0)
 		bad = "rank or size out of range";
 	if (bad) {
 		hp_fabric_join_fini(&j);
@@ -277,6 +279,7 @@ static void route_fabric_join(struct hp_server *s, struct evhttp_request *req)
 		free(p->http);
 		p->name = j.name;
 		p->http = j.http;
+		p->epoch = j.epoch;
 		j.name = j.http = NULL;
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -288,8 +291,28 @@ static void route_fabric_join(struct hp_server *s, struct evhttp_request *req)
 	hp_srv_reply(s, req, 200, "application/json", "{}", 2);
 }
 
+/* ?epoch=E of GET /fabric/peers (issue 13 §1): a record of an older
+ * round (an agent that has not re-joined since it came back) does not
+ * count. 0 when absent or not a number. */
+static int peers_epoch(struct evhttp_request *req)
+{
+	const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+	struct evkeyvalq kv;
+	int epoch = 0;
+	if (q && evhttp_parse_query_str(q, &kv) == 0) {
+		const char *v = evhttp_find_header(&kv, "epoch");
+		char *end = NULL;
+		long n = v ? strtol(v, &end, 10) : 0;
+		if (v && *v && end && !*end && n > 0 && n < INT_MAX)
+			epoch = (int)n;
+		evhttp_clear_headers(&kv);
+	}
+	return epoch;
+}
+
 /* {"size":N,"peers":[{"rank":r,"name":hex,"http":"host:port"},…]} once
- * every rank joined, else 503 {"detail":"incomplete","missing":[ranks]}
+ * every rank joined (for ?epoch=E: with a record of round E or later),
+ * else 503 {"detail":"incomplete","missing":[ranks]}
  * ({"detail":"incomplete"} while the size is unknown). Names and
  * addresses were checked on the way in: nothing here needs escaping. */
 static void route_fabric_peers(struct hp_server *s, struct evhttp_request *req)
@@ -298,11 +321,13 @@ static void route_fabric_peers(struct hp_server *s, struct evhttp_request *req)
 	if (!b)
 		hp_bug("evbuffer_new failed");
 	bool complete = false;
+	int epoch = peers_epoch(req);
 	pthread_mutex_lock(&s->mu);
 	if (s->fpeers) {
 		complete = true;
 		for (unsigned i = 0; i < s->n_fpeers; i++)
-			complete = complete && s->fpeers[i].name;
+			complete = complete && s->fpeers[i].name &&
+				   s->fpeers[i].epoch >= epoch;
 	}
 	if (complete) {
 		evbuffer_add_printf(b, "{\"size\":%u,\"peers\":[", s->n_fpeers);
@@ -319,7 +344,7 @@ static void route_fabric_peers(struct hp_server *s, struct evhttp_request *req)
 				       "\"missing\":[");
 		bool first = true;
 		for (unsigned i = 0; i < s->n_fpeers; i++) {
-			if (s->fpeers[i].name)
+			if (s->fpeers[i].name && s->fpeers[i].epoch >= epoch)
 				continue;
 			evbuffer_add_printf(b, "%s%u", first ? "" : ",", i);
 			first = false;

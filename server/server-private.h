@@ -76,6 +76,7 @@ struct hp_server {
 	/* mu: the fabric peer table (routes.c), NULL until its size is known */
 	struct hp_srv_fabric_peer {
 		char *name, *http; /* NULL until that rank joined */
+		int epoch;         /* the round of that record */
 	} *fpeers;
 	unsigned n_fpeers;
 

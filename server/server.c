@@ -88,12 +88,22 @@ static const char *method_name(enum evhttp_cmd_type m)
 
 /* uvicorn's access line: 'HOST:PORT - "METHOD PATH HTTP/1.1" CODE'. With
  * --server-log-level warning or above only failures are logged. */
+/* A 503 of GET /fabric/peers says "not every agent joined yet": agents
+ * poll it while a round sets up, so it is no error (issue 13 §5). */
+static bool not_yet(struct evhttp_request *req, int code)
+{
+	const char *uri = evhttp_request_get_uri(req);
+	return code == 503 && uri && strncmp(uri, "/fabric/peers", 13) == 0;
+}
+
 static void access_log(struct hp_server *s, struct evhttp_request *req,
 		       int code)
 {
 	enum hp_log_level lvl = code >= 500   ? HP_LOG_ERROR
 				: code >= 400 ? HP_LOG_WARN
 					      : HP_LOG_INFO;
+	if (not_yet(req, code))
+		lvl = HP_LOG_DEBUG;
 	if (s->access_level > HP_LOG_INFO && lvl < s->access_level)
 		return;
 	if (lvl < hp_log_level)

@@ -188,11 +188,14 @@ int hp_json_parse_stop(const char *body, size_t len, struct hp_stop_req *out,
 		       char **detail_json);
 
 /* POST /fabric/join: {"rank": int, "name": str, "http": str, "size": int
- * (optional)}; the same lax rules and 422 details as above. size is -1
- * when absent. The route checks the values themselves. */
+ * (optional), "epoch": int (optional)}; the same lax rules and 422
+ * details as above. size is -1 when absent, epoch 0 (the round the
+ * record is for: GET /fabric/peers?epoch=E waits for records of E or
+ * later). The route checks the values themselves. */
 struct hp_fabric_join {
 	int rank;
 	int size;
+	int epoch;
 	char *name; /* hex endpoint name */
 	char *http; /* host:port of that agent's server */
 };

@@ -673,6 +673,48 @@ static void test_fabric_peers(void **st)
 	agent_stop(a, 5);
 }
 
+/* issue 13 §1: GET /fabric/peers?epoch=E counts only records joined for
+ * round E or later, so an agent that came back (and has not re-joined for
+ * this round) is waited for, not handed out with its old name. */
+static void test_fabric_peers_epoch(void **st)
+{
+	(void)st;
+	struct agent *a = agent_start(NEVER, 5);
+	int port = hp_server_port(a->srv);
+	hp_server_fabric_expect(a->srv, 2);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":0,\"name\":\"00\",\"http\":\"a:1\",\"epoch\":3}",
+	       200, "{}");
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":1,\"name\":\"11\",\"http\":\"b:1\",\"epoch\":2}",
+	       200, "{}");
+	/* complete for epoch 2 (and without an epoch), not for 3 */
+	expect(port, "GET", "/fabric/peers?epoch=2", NULL, 200,
+	       "{\"size\":2,\"peers\":[{\"rank\":0,\"name\":\"00\","
+	       "\"http\":\"a:1\"},{\"rank\":1,\"name\":\"11\","
+	       "\"http\":\"b:1\"}]}");
+	expect(port, "GET", "/fabric/peers", NULL, 200, NULL);
+	expect(port, "GET", "/fabric/peers?epoch=3", NULL, 503,
+	       "{\"detail\":\"incomplete\",\"missing\":[1]}");
+	/* a bad epoch is ignored in the query, refused in a join */
+	expect(port, "GET", "/fabric/peers?epoch=x", NULL, 200, NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":1,\"name\":\"22\",\"http\":\"b:2\",\"epoch\":-1}",
+	       422, NULL);
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":1,\"name\":\"22\",\"http\":\"b:2\",\"epoch\":\"q\"}",
+	       422, NULL);
+	/* rank 1 came back with a new name for round 3 */
+	expect(port, "POST", "/fabric/join",
+	       "{\"rank\":1,\"name\":\"22\",\"http\":\"b:2\",\"epoch\":3}",
+	       200, "{}");
+	expect(port, "GET", "/fabric/peers?epoch=3", NULL, 200,
+	       "{\"size\":2,\"peers\":[{\"rank\":0,\"name\":\"00\","
+	       "\"http\":\"a:1\"},{\"rank\":1,\"name\":\"22\","
+	       "\"http\":\"b:2\"}]}");
+	agent_stop(a, 5);
+}
+
 int main(void)
 {
 	const char *v = getenv("HP_TEST_VERBOSE");
@@ -690,6 +732,7 @@ int main(void)
 		cmocka_unit_test(test_wait_longer_than_keepalive),
 		cmocka_unit_test(test_client_gone),
 		cmocka_unit_test(test_fabric_peers),
+		cmocka_unit_test(test_fabric_peers_epoch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
