@@ -101,6 +101,18 @@ def apt_installs(instrs):
     return pkgs
 
 
+def list_installs(instrs):
+    """Packages a stage installs through `deps/install.sh PURPOSE...` (the
+    one package list, deps/debian-packages)."""
+    pkgs = []
+    for instr, text in instrs:
+        m = re.search(r"deps/install\.sh((?: [a-z]+)+)", text) if instr == "RUN" else None
+        if m:
+            out = run([os.path.join(SRC, "deps", "install.sh"), "--list", *m.group(1).split()])
+            pkgs += out.stdout.split()
+    return pkgs
+
+
 def exec_form(text):
     """The argv of an exec-form (JSON) ENTRYPOINT/CMD. The shell form would
     make /bin/sh PID 1, which neither forwards SIGTERM nor reaps."""
@@ -273,7 +285,7 @@ class DockerfileTest(unittest.TestCase):
         cls.build = stage(cls.stages, "build")
         cls.runtime = stage(cls.stages, "runtime")
         cls.runtime_pkgs = apt_installs(cls.runtime)
-        cls.build_pkgs = apt_installs(cls.build)
+        cls.build_pkgs = apt_installs(cls.build) + list_installs(cls.build)
         cls.dpkg = Dpkg()
         cls.base = cls.dpkg.base_image()
         cls.owners = {}
@@ -442,8 +454,14 @@ class ExamplesTest(unittest.TestCase):
         argv = self.entrypoint_argv()
         flags = flag_names(argv)
         for f in ("--server-port", "--shutdown-signal", "--shutdown-timeout",
-                  "--inprocess-restart", "--rdzv-backend"):
+                  "--rdzv-backend"):
             self.assertIn(f, flags)
+        # In-process restart only when asked: a plain script never reaches
+        # the barrier and would be restarted every --inprocess-timeout.
+        self.assertNotIn("--inprocess-restart", flags)
+        with open(os.path.join(DOCKER, "entrypoint.sh")) as f:
+            self.assertRegex(f.read(), r'if \[ "\$\{HP_INPROCESS_RESTART:-0\}" = 1 \]; then\n'
+                             r'\s+ipr="--inprocess-restart ')
         self.assertEqual(argv[argv.index("--shutdown-signal") + 1], "SIGTERM")
         self.assertTrue(os.access(os.path.join(DOCKER, "entrypoint.sh"), os.X_OK))
 
