@@ -121,6 +121,7 @@ class Logs:
         if self.p.poll() is None:
             self.p.kill()
         self.p.wait()
+        self.p.stdout.close()
 
 
 class ImageTest(unittest.TestCase):
@@ -252,10 +253,14 @@ class ImageTest(unittest.TestCase):
         name, logs, port = self.container("hp-status", IMAGE, [
             "--nnodes=1", "--rdzv-backend=hyperpod", "--no-python", "/job/idle.sh"],
             network=self.net, publish=True)
+        published = self.docker("port", name, "8080/tcp").stdout.split()
+        self.assertEqual(published, [f"127.0.0.1:{port}"], "published beyond loopback")
         st = hp_operator.wait_state(port, "ready", 60)
-        self.assertEqual(st["spare"], "True")
-        self.assertIn("READY", st["transitions"])
+        self.assertEqual(sorted(st["transitions"]), ["INIT", "READY"])
         self.assertTrue(st.get("agent_version"))
+        m = hp_operator.request(port, "GET", "/metrics")
+        self.assertEqual(m.code, 200)
+        self.assertIn('hyperpodrun_agent_state{state="ready"} 1', m.body)
 
     def test_docker_stop_escalates_and_exits_143(self):
         timeout = 3
