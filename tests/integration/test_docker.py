@@ -433,6 +433,27 @@ class DockerfileTest(unittest.TestCase):
         exec_form([t for i, t in final if i == "ENTRYPOINT"][0])
 
 
+class BuildContextTest(unittest.TestCase):
+    """What makes a build work offline and with either builder."""
+
+    def test_no_syntax_directive(self):
+        # `# syntax=docker/dockerfile:1` makes BuildKit pull a frontend
+        # image from a registry before it reads anything else.
+        for name in ("Dockerfile", "Dockerfile.training-example"):
+            with open(os.path.join(DOCKER, name)) as f:
+                for n, line in enumerate(f, 1):
+                    self.assertNotRegex(line, r"^#\s*syntax\s*=", f"docker/{name}:{n}")
+
+    def test_root_dockerignore_is_the_only_one(self):
+        # The legacy builder reads only <context>/.dockerignore; a
+        # docker/Dockerfile.dockerignore would make BuildKit's context differ.
+        self.assertEqual([f for f in os.listdir(DOCKER) if f.endswith(".dockerignore")], [])
+        with open(os.path.join(SRC, ".dockerignore")) as f:
+            rules = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+        for rule in (".git", "build*"):
+            self.assertIn(rule, rules)
+
+
 def help_text():
     r = run([BIN, "--help"], check=False)
     return r.stdout + r.stderr if r.returncode == 0 else None

@@ -130,6 +130,7 @@ class FreshDebianTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="hp-fresh-", dir="/var/tmp")
         self.root = os.path.realpath(os.path.join(self.tmp, "root"))
+        _current.append(self)
 
     def tearDown(self):
         left = processes_in(self.root)
@@ -223,7 +224,23 @@ class FreshDebianTest(unittest.TestCase):
                              f"(a package missing from deps/debian-packages?):\n{text[-1500:]}")
 
 
+_current = []  # the FreshDebianTest running, for the SIGTERM handler
+
+
+def _on_term(signo, frame):
+    # meson's timeout (SIGTERM): end what runs in the root, delete the root
+    for test in _current:
+        for pid in processes_in(test.root):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["rm", "-rf", "--one-file-system", test.tmp])
+    os._exit(128 + signo)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_term)
     result = unittest.main(exit=False, verbosity=2).result
     if not result.wasSuccessful():
         sys.exit(1)
