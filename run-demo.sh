@@ -5,20 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-packages=(meson ninja-build pkg-config gcc libuv1-dev libevent-dev
-	  libcjson-dev libfabric-dev libcmocka-dev python3 curl)
-missing=()
-for p in "${packages[@]}"; do
-	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q ' installed$' ||
-		missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	sudo=()
-	[ "$(id -u)" -eq 0 ] || sudo=(sudo)
-	"${sudo[@]}" apt-get update -q
-	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+# deps/debian-packages, purpose "build" (apt-get needs root: run as root or
+# with sudo; nothing is installed when everything is there already).
+deps/install.sh build
 
 [ -f build/build.ninja ] || meson setup build
 meson compile -C build hyperpodrun

@@ -9,9 +9,16 @@
 # (e.g. `./run-tests.sh build --suite unit`). HP_SANITIZE=1 configures a new
 # BUILDDIR with ASan+UBSan and -Dwerror=true, as CI does; HP_TEST_JOBS sets the
 # number of tests run at once (2, what CI has).
+#
+# First it installs what the suites need (deps/debian-packages, purposes
+# build, test, torch, wheel and multihost; apt-get needs root, or sudo), so that no test skips
+# for a missing package. The default run leaves out the suites `fresh` and
+# `image` (a bare Debian root, a Docker engine: minutes each, and root);
+# CI runs them by name: `./run-tests.sh BUILDDIR --suite fresh`.
 set -euo pipefail
 
 cd "$(dirname "$0")"
+deps/install.sh build test torch wheel multihost
 builddir=${1:-build}
 [ $# -gt 0 ] && shift
 

@@ -101,6 +101,18 @@ def apt_installs(instrs):
     return pkgs
 
 
+def list_installs(instrs):
+    """Packages a stage installs through `deps/install.sh PURPOSE...` (the
+    one package list, deps/debian-packages)."""
+    pkgs = []
+    for instr, text in instrs:
+        m = re.search(r"deps/install\.sh((?: [a-z]+)+)", text) if instr == "RUN" else None
+        if m:
+            out = run([os.path.join(SRC, "deps", "install.sh"), "--list", *m.group(1).split()])
+            pkgs += out.stdout.split()
+    return pkgs
+
+
 def exec_form(text):
     """The argv of an exec-form (JSON) ENTRYPOINT/CMD. The shell form would
     make /bin/sh PID 1, which neither forwards SIGTERM nor reaps."""
@@ -273,7 +285,7 @@ class DockerfileTest(unittest.TestCase):
         cls.build = stage(cls.stages, "build")
         cls.runtime = stage(cls.stages, "runtime")
         cls.runtime_pkgs = apt_installs(cls.runtime)
-        cls.build_pkgs = apt_installs(cls.build)
+        cls.build_pkgs = apt_installs(cls.build) + list_installs(cls.build)
         cls.dpkg = Dpkg()
         cls.base = cls.dpkg.base_image()
         cls.owners = {}
@@ -421,6 +433,27 @@ class DockerfileTest(unittest.TestCase):
         exec_form([t for i, t in final if i == "ENTRYPOINT"][0])
 
 
+class BuildContextTest(unittest.TestCase):
+    """What makes a build work offline and with either builder."""
+
+    def test_no_syntax_directive(self):
+        # `# syntax=docker/dockerfile:1` makes BuildKit pull a frontend
+        # image from a registry before it reads anything else.
+        for name in ("Dockerfile", "Dockerfile.training-example"):
+            with open(os.path.join(DOCKER, name)) as f:
+                for n, line in enumerate(f, 1):
+                    self.assertNotRegex(line, r"^#\s*syntax\s*=", f"docker/{name}:{n}")
+
+    def test_root_dockerignore_is_the_only_one(self):
+        # The legacy builder reads only <context>/.dockerignore; a
+        # docker/Dockerfile.dockerignore would make BuildKit's context differ.
+        self.assertEqual([f for f in os.listdir(DOCKER) if f.endswith(".dockerignore")], [])
+        with open(os.path.join(SRC, ".dockerignore")) as f:
+            rules = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+        for rule in (".git", "build*"):
+            self.assertIn(rule, rules)
+
+
 def help_text():
     r = run([BIN, "--help"], check=False)
     return r.stdout + r.stderr if r.returncode == 0 else None
@@ -442,8 +475,14 @@ class ExamplesTest(unittest.TestCase):
         argv = self.entrypoint_argv()
         flags = flag_names(argv)
         for f in ("--server-port", "--shutdown-signal", "--shutdown-timeout",
-                  "--inprocess-restart", "--rdzv-backend"):
+                  "--rdzv-backend"):
             self.assertIn(f, flags)
+        # In-process restart only when asked: a plain script never reaches
+        # the barrier and would be restarted every --inprocess-timeout.
+        self.assertNotIn("--inprocess-restart", flags)
+        with open(os.path.join(DOCKER, "entrypoint.sh")) as f:
+            self.assertRegex(f.read(), r'if \[ "\$\{HP_INPROCESS_RESTART:-0\}" = 1 \]; then\n'
+                             r'\s+ipr="--inprocess-restart ')
         self.assertEqual(argv[argv.index("--shutdown-signal") + 1], "SIGTERM")
         self.assertTrue(os.access(os.path.join(DOCKER, "entrypoint.sh"), os.X_OK))
 

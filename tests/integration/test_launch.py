@@ -59,8 +59,13 @@ class ScriptModes(harness.ProcessTest):
         os.mkdir(pkg)
         open(os.path.join(pkg, "__init__.py"), "w").close()
         with open(os.path.join(pkg, "main.py"), "w") as f:
-            f.write("import os, sys\nprint('module', __name__, os.environ['RANK'], sys.argv[1:],"
-                    " flush=True)\n")
+            # One write(2) per line: under `python -u`, print() issues the
+            # text and its newline as two writes, and the two workers share
+            # one pipe, so their lines could interleave mid-line. A single
+            # write of < PIPE_BUF bytes to a pipe is atomic.
+            f.write("import os, sys\n"
+                    "line = 'module %s %s %s\\n' % (__name__, os.environ['RANK'], sys.argv[1:])\n"
+                    "os.write(1, line.encode())\n")
         r = self.agent(["--nproc-per-node", "2", "--module", "hp_mod_pkg.main", "q"],
                        env=harness.base_env(PYTHONPATH=self.tmp))
         self.assertExit(r, 0, timeout=60)
