@@ -425,13 +425,18 @@ static bool is_hex(const char *s, size_t n)
 
 /* Global rank 0's {"NCCL_UNIQUE_ID": "<256 hex>"}, sent as job_data (a
  * JSON string holding that object, or the object itself), into out
- * (NCCL_HEX_LEN + 1 bytes); "" when rank 0 is not here or sent none. */
+ * (NCCL_HEX_LEN + 1 bytes); "" when rank 0 is not here or sent none.
+ * Data sent before the operator ranked the job carries a negative rank
+ * (group rank -1 before /start, as the reference's): it counts when the
+ * worker that sent it is global rank 0 now. */
 static void local_nccl_id(const struct hp_agent *a, char *out)
 {
 	out[0] = '\0';
 	for (int i = 0; i < a->nproc; i++) {
 		const struct worker *w = &a->workers[i];
-		if (w->data_rank != 0 || !w->data_json)
+		bool rank0 = w->data_rank == 0 ||
+			     (w->data_rank < 0 && agent_global_rank(a, i) == 0);
+		if (!rank0 || !w->data_json)
 			continue;
 		cJSON *v = cJSON_Parse(w->data_json);
 		if (cJSON_IsString(v)) {
@@ -1201,9 +1206,15 @@ static bool round_begin(struct hp_agent *a, enum round_kind kind)
 	/* every node counts the same restarts, so the restart count names
 	 * the round: the barrier of restart c is epoch 2c + 2, the round
 	 * after a /start with faultCount c is 2c + 3; an epoch abandoned
-	 * after an error is never reused */
-	uint64_t e = 2 * (uint64_t)HP_MAX(a->restart_count, 0) + 2 +
-		     (kind == ROUND_START ? 1 : 0);
+	 * after an error is never reused. In operator mode the count is the
+	 * operator's faultCount, which counts a fault only at the /start
+	 * after it: the barrier that follows a /stop belongs to restart
+	 * c + 1 (else it would reuse the epoch of the /start round before
+	 * it, whose complete peer table would count again). */
+	uint64_t c = (uint64_t)HP_MAX(a->restart_count, 0);
+	if (kind != ROUND_START && a->cfg->mode == HP_MODE_OPERATOR)
+		c++;
+	uint64_t e = 2 * c + 2 + (kind == ROUND_START ? 1 : 0);
 	if (e < x->epoch || (e == x->epoch && x->epoch_failed))
 		e = x->epoch + (x->epoch_failed ? 1 : 0);
 	if (e > x->epoch)

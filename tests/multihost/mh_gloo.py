@@ -15,11 +15,12 @@ What a run does next comes from the environment, by restart count C:
   MH_HOLD="C,..."        every rank waits for a fault notice
   MH_LINKDOWN="C:R,..."  on the fault notice, rank R takes its host's eth0
                          down before it goes back to the barrier (the
-                         fabric then sets up with the link down)
+                         fabric then sets up with the link down); with
+                         MH_LINKDOWN_GO=FILE only once FILE exists
 and a run named nowhere ends the job: a gloo barrier, exit 0.
 
-With MH_NCCL=1 the process whose RANK is 0 (before the first /start: every
-host's local rank 0) sends a fresh fake NCCL unique id as job_data before
+With MH_NCCL=1 the process whose RANK is 0 (before the first /start, when
+RANK is negative: every host's local rank 0) sends a fresh fake NCCL unique id as job_data before
 it waits at the barrier, as examples/README.md's recipe does, and every run
 prints the id it was handed:
 
@@ -31,6 +32,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -74,6 +76,17 @@ def wait_fault(client, rank, restart):
         say("mh rank %d never heard of a fault" % rank)
         os._exit(4)
     if rank in LINKDOWN.get(restart, ()):
+        # the fault notice comes with the operator's /stop: its reply must
+        # leave over eth0 first, so wait until the test says it came back
+        # (a file, MH_LINKDOWN_GO), with a deadline
+        go = os.environ.get("MH_LINKDOWN_GO")
+        if go:
+            deadline = time.monotonic() + TIMEOUT.total_seconds()
+            while not os.path.exists(go):
+                if time.monotonic() > deadline:
+                    say("mh rank %d never got the go for eth0" % rank)
+                    os._exit(4)
+                time.sleep(0.01)
         subprocess.run(["ip", "link", "set", "eth0", "down"], check=True)
         say("mh rank %d took eth0 down" % rank)
     client.check()  # raises FaultInterrupt
@@ -110,7 +123,11 @@ def run_once(client):
 def main():
     client = AgentClient().connect()
     while True:
-        if NCCL and os.environ.get("RANK") == "0":
+        # RANK is negative before the operator's first /start (group rank
+        # -1, as the reference's): then each host's local rank 0 sends one
+        # and the agents keep the one of the host that becomes group rank 0
+        rank = int(os.environ.get("RANK", "0"))
+        if NCCL and (rank == 0 or (rank < 0 and os.environ.get("LOCAL_RANK") == "0")):
             uid = os.urandom(128).hex()
             client.send_data(json.dumps({"NCCL_UNIQUE_ID": uid}))
             say("mh nccl sent %s" % uid)

@@ -366,12 +366,14 @@ class Cluster(harness.ProcessTest):
         # run 0: rank 1 fails; on the fault notice host 2's worker takes
         # eth0 down, so host 2 opens its fabric endpoint with the link
         # down. run 1: rank 0 fails, with every link up: in process.
-        self.boot_all(MH_FAIL="0:1,1:0", MH_LINKDOWN="0:2")
+        go = os.path.join(self.tmp, "linkdown-go")
+        self.boot_all(MH_FAIL="0:1,1:0", MH_LINKDOWN="0:2", MH_LINKDOWN_GO=go)
         self.wait_all("ready")
         self.start_all()
         self.assert_run(self.worker_runs(0), 0)
         t_fault, _ = self.wait_fault()
-        self.stop_all()
+        self.stop_all()  # answered before host 2's link goes down
+        open(go, "w").close()
         h2 = self.runs_of[2]
         h2.wait_line(r"^mh rank 2 took eth0 down$", T, "out")
         h2.wait_line(r"process-level restart: cross-node peer table", T)

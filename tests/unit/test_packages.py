@@ -20,7 +20,7 @@ import test_docker as td  # noqa: E402  (meson/dpkg parsing shared with it)
 
 SRC = td.SRC
 LIST = os.path.join(SRC, "deps", "debian-packages")
-PURPOSES = {"build", "test", "torch", "image", "wheel", "bench", "fuzz"}
+PURPOSES = {"build", "test", "torch", "image", "wheel", "bench", "fuzz", "multihost"}
 
 
 def read_list():
