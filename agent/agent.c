@@ -636,6 +636,15 @@ static void spawn_group(struct hp_agent *a)
 	hp_info("agent", "started %d workers (attempt %d, group rank %d, "
 		"world size %lld)", a->nproc, a->restart_count, a->group_rank,
 		(long long)a->nnodes * a->nproc);
+	/* only a worker's own process group may speak for its rank, in PLR
+	 * too (the socket exists in operator-mode PLR for checkpoints); at a
+	 * terminal the workers share the terminal's foreground group (ours),
+	 * so that group is the most that can be checked */
+	if (a->ipc)
+		for (int i = 0; i < a->nproc; i++)
+			hp_ipc_set_rank_pgid(a->ipc, i,
+					     a->tty_fg ? getpgrp()
+						       : a->workers[i].pid);
 	if (agent_ipr(a))
 		ipr_group_spawned(a);
 }
