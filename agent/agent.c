@@ -767,8 +767,11 @@ static void local_restart_now(struct hp_agent *a)
 static void backoff_cb(uv_timer_t *t)
 {
 	struct hp_agent *a = t->data;
-	/* a signal or /shutdown during the wait decides instead */
-	if (!a->exiting && a->after_stop == AFTER_FAULT)
+	/* a signal or /shutdown during the wait decides instead; so does a
+	 * c10d round that started the group meanwhile (rdzv.c waits for
+	 * this timer, but a stage other than idle must never respawn) */
+	if (!a->exiting && a->after_stop == AFTER_FAULT &&
+	    a->stage == STAGE_IDLE)
 		local_restart_now(a);
 }
 
