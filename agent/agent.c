@@ -685,10 +685,26 @@ static void print_summary(struct hp_agent *a)
 	for (size_t i = 0; i < a->n_failures; i++)
 		if (a->failures[i].error_file)
 			hp_logs_keep(a->logs); /* the summary names it */
-	/* torchrun's block, one line per line (log.c defuses forged ones) */
-	if (HP_LOG_ERROR >= hp_log_level)
-		hp_log_write_lines(HP_LOG_ERROR, "agent", "ChildFailedError: %s",
-				   s);
+	/* torchrun's block, one line per line (log.c defuses forged ones),
+	 * in pieces cut at line ends: log.c bounds one write to 4 KiB and
+	 * the root cause comes last, after every other rank's traceback */
+	const size_t room = 2048;
+	for (const char *p = s; HP_LOG_ERROR >= hp_log_level && *p;) {
+		size_t n = strlen(p), skip = 0;
+		if (n > room) {
+			n = room;
+			for (size_t k = room; k > 1; k--)
+				if (p[k - 1] == '\n') {
+					n = k - 1;
+					skip = 1;
+					break;
+				}
+		}
+		hp_log_write_lines(HP_LOG_ERROR, "agent", "%s%.*s",
+				   p == s ? "ChildFailedError: " : "", (int)n,
+				   p);
+		p += n + skip;
+	}
 	free(s);
 }
 
