@@ -636,6 +636,15 @@ static void spawn_group(struct hp_agent *a)
 	hp_info("agent", "started %d workers (attempt %d, group rank %d, "
 		"world size %lld)", a->nproc, a->restart_count, a->group_rank,
 		(long long)a->nnodes * a->nproc);
+	/* only a worker's own process group may speak for its rank, in PLR
+	 * too (the socket exists in operator-mode PLR for checkpoints); at a
+	 * terminal the workers share the terminal's foreground group (ours),
+	 * so that group is the most that can be checked */
+	if (a->ipc)
+		for (int i = 0; i < a->nproc; i++)
+			hp_ipc_set_rank_pgid(a->ipc, i,
+					     a->tty_fg ? getpgrp()
+						       : a->workers[i].pid);
 	if (agent_ipr(a))
 		ipr_group_spawned(a);
 }
@@ -676,10 +685,26 @@ static void print_summary(struct hp_agent *a)
 	for (size_t i = 0; i < a->n_failures; i++)
 		if (a->failures[i].error_file)
 			hp_logs_keep(a->logs); /* the summary names it */
-	/* torchrun's block, one line per line (log.c defuses forged ones) */
-	if (HP_LOG_ERROR >= hp_log_level)
-		hp_log_write_lines(HP_LOG_ERROR, "agent", "ChildFailedError: %s",
-				   s);
+	/* torchrun's block, one line per line (log.c defuses forged ones),
+	 * in pieces cut at line ends: log.c bounds one write to 4 KiB and
+	 * the root cause comes last, after every other rank's traceback */
+	const size_t room = 2048;
+	for (const char *p = s; HP_LOG_ERROR >= hp_log_level && *p;) {
+		size_t n = strlen(p), skip = 0;
+		if (n > room) {
+			n = room;
+			for (size_t k = room; k > 1; k--)
+				if (p[k - 1] == '\n') {
+					n = k - 1;
+					skip = 1;
+					break;
+				}
+		}
+		hp_log_write_lines(HP_LOG_ERROR, "agent", "%s%.*s",
+				   p == s ? "ChildFailedError: " : "", (int)n,
+				   p);
+		p += n + skip;
+	}
 	free(s);
 }
 
@@ -758,8 +783,11 @@ static void local_restart_now(struct hp_agent *a)
 static void backoff_cb(uv_timer_t *t)
 {
 	struct hp_agent *a = t->data;
-	/* a signal or /shutdown during the wait decides instead */
-	if (!a->exiting && a->after_stop == AFTER_FAULT)
+	/* a signal or /shutdown during the wait decides instead; so does a
+	 * c10d round that started the group meanwhile (rdzv.c waits for
+	 * this timer, but a stage other than idle must never respawn) */
+	if (!a->exiting && a->after_stop == AFTER_FAULT &&
+	    a->stage == STAGE_IDLE)
 		local_restart_now(a);
 }
 

@@ -197,12 +197,7 @@ static void start_wait(struct hp_agent *a, enum ipr_wait why)
 
 void ipr_group_spawned(struct hp_agent *a)
 {
-	/* only a worker's own process group may speak for its rank; at a
-	 * terminal the workers share the terminal's foreground group (ours),
-	 * so that group is the most that can be checked */
-	for (int i = 0; i < a->nproc; i++)
-		hp_ipc_set_rank_pgid(a->ipc, i,
-				     a->tty_fg ? getpgrp() : a->workers[i].pid);
+	/* spawn_group named each rank's process group already */
 	hp_ipc_reset_states(a->ipc);
 	clear_rank_reports(a);
 	start_wait(a, IPR_WAIT_INIT);

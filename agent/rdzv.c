@@ -83,6 +83,14 @@ static void on_restart(void *ud, const char *why)
 	struct hp_agent *a = ud;
 	if (a->stage == STAGE_STOPPING || a->exiting)
 		return; /* a stop of our own is under way and rejoins itself */
+	if (uv_is_active((uv_handle_t *)&a->backoff_timer)) {
+		/* our own restart waits out its spawn back-off and then
+		 * rejoins (local_restart_now -> rdzv_restart); joining now
+		 * too would start the group twice */
+		hp_info("agent", "rendezvous: %s: joining the new round once "
+			"the spawn back-off ends", why);
+		return;
+	}
 	hp_warn("agent", "rendezvous: %s: restarting the worker group in a "
 		"new round", why);
 	if (!group_up(a)) {

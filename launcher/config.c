@@ -1010,6 +1010,16 @@ static enum hp_parse_result derive(struct hp_config *cfg,
 			    raw->val[O_NNODES],
 			    raw->src[O_NNODES] == SRC_ENV ? " from PET_NNODES"
 							  : "");
+	/* the c10d rounds (agent/rdzv.c) drive process-level restarts only;
+	 * with --inprocess-restart every node would run as group rank 0 */
+	if (cfg->mode == HP_MODE_LOCAL && cfg->inprocess_restart &&
+	    !cfg->standalone && strcmp(cfg->rdzv_backend, "c10d") == 0 &&
+	    cfg->nnodes_max > 1)
+		return fail(err, errlen,
+			    "argument --inprocess-restart: not allowed with "
+			    "--rdzv-backend=c10d across nodes (use "
+			    "--rdzv-backend=static with --node-rank, or the "
+			    "HyperPod operator)");
 	if (cfg->mode == HP_MODE_LOCAL &&
 	    strcmp(cfg->rdzv_backend, "static") == 0 &&
 	    cfg->node_rank >= cfg->nnodes_max)

@@ -913,6 +913,17 @@ static void test_mode_in_a_pod(void **state)
 	/* refusals */
 	bad(ARGV("train.py"), ENV("HYPERPODRUN_MODE=both"),
 	    "HYPERPODRUN_MODE: invalid value 'both'");
+	/* c10d rounds restart processes only: IPR across c10d nodes would
+	 * make every node group rank 0; one node or the operator is fine */
+	bad(ARGV("--nnodes=2", "--rdzv-backend=c10d", "--inprocess-restart",
+		 "train.py"), NOENV, "not allowed with --rdzv-backend=c10d");
+	ok(&c, ARGV("--nnodes=1", "--rdzv-backend=c10d", "--inprocess-restart",
+		    "train.py"), NOENV);
+	hp_config_fini(&c);
+	ok(&c, ARGV("--nnodes=2", "--rdzv-backend=c10d", "--inprocess-restart",
+		    "train.py"), ENV("NNODES=2"));
+	assert_int_equal(c.mode, HP_MODE_OPERATOR);
+	hp_config_fini(&c);
 	bad(ARGV("train.py"), ENV("NNODES=0"), "NNODES: invalid value '0'");
 	bad(ARGV("train.py"), ENV("NNODES=100002"), "NNODES: invalid value");
 	bad(ARGV("train.py"), ENV("NNODES=4x"), "NNODES: invalid value");

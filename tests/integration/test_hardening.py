@@ -310,6 +310,21 @@ print("worker %d at the barrier, never reading" % lr, flush=True)
 time.sleep(3600)   # holds the socket and never reads it
 """
 
+PLR_WORKER = r"""
+import json, os, socket, struct, sys, time
+def frame(o):
+    b = json.dumps(o).encode()
+    return struct.pack("!I", len(b)) + b
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(os.environ["HYPERPOD_ELASTICAGENT_SOCKET_SERVER_PATH"])
+lr = int(os.environ["LOCAL_RANK"])
+s.sendall(frame({"type": "init", "client_id": "p%d" % lr, "local_rank": lr}))
+s.sendall(frame({"type": "ckpt_init", "client_id": "p%d" % lr, "local_rank": lr,
+                 "prefix": "run", "checkpoint_types": {"model_checkpoint": 2}}))
+print("plr worker %d registered" % lr, flush=True)
+time.sleep(3600)
+"""
+
 FORGE = r"""
 import json, socket, struct, sys
 def frame(o):
@@ -409,6 +424,35 @@ class IPCLockDown(harness.ProcessTest):
         r.wait_line(r"refusing client \d+: pid \d+ runs as uid 65534", T)
         self.assertIn("peer closed", out)
         self.assertEqual(op.status(port)["status"], "running")
+        op.shutdown(port)
+        self.assertExit(r, (0, 143), T)
+
+    def test_plr_operator_mode_rank_ownership(self):
+        # Operator-mode PLR keeps the socket for checkpoint discovery: its
+        # ranks are owned by their workers' process groups too. Before,
+        # only the IPR flow named the groups, so here any process of our
+        # uid could register (and report checkpoints) as any rank.
+        worker = os.path.join(self.tmp, "plr_worker.py")
+        with open(worker, "w") as f:
+            f.write(PLR_WORKER)
+        self.forge = os.path.join(self.tmp, "forge.py")
+        with open(self.forge, "w") as f:
+            f.write(FORGE)
+        r = self.agent(["--rdzv-backend=hyperpod", "--nnodes=1",
+                        "--nproc-per-node", "2", "--no-python",
+                        sys.executable, worker],
+                       env=harness.base_env(TMPDIR=self.tmp))
+        port = int(r.wait_line(r"operator API listening on http://[0-9.]+:(\d+)", T).group(1))
+        path = r.wait_line(r"worker IPC listening on (\S+)$", T).group(1)
+        op.wait_state(port, "ready", T)
+        op.start(port, 0, 1, 0, "127.0.0.1", 29500)
+        r.wait_lines(r"plr worker \d registered", 2, T)
+        op.wait_state(port, "running", T)
+        self.assertFalse(r.matches(r"refused"), r.text())
+        out = self.forge_run(path)
+        r.wait_line(r"init for local rank 0 refused: pid \d+ is not in that worker's", T)
+        r.wait_line(r"job_data for local rank 1 refused", T)
+        self.assertEqual(op.status(port)["status"], "running", out)
         op.shutdown(port)
         self.assertExit(r, (0, 143), T)
 

@@ -99,6 +99,16 @@ class RawClient:
         self.s.close()
 
 
+RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ipc_relay.py")
+
+
+def relay_clients(run, tmp, n):
+    """A RawClient per local rank through that rank's ipc_relay.py worker:
+    only a worker's own process group may speak for its rank."""
+    run.wait_lines(r"relay \d listening on", n, T, stream="out")
+    return [RawClient(os.path.join(tmp, f"relay-{lr}.sock")) for lr in range(n)]
+
+
 def pod_env(tmp, **extra):
     return harness.base_env(TMPDIR=tmp, PYTHON=harness.SYSTEM_PYTHON,
                             HYPERPOD_RESOURCE_CONFIG_DIR=os.path.join(tmp, "rc"),
@@ -338,9 +348,8 @@ class Contract(harness.ProcessTest):
 
     # -- 9. checkpoint discovery (PLR: the socket exists there too) --------
     def test_checkpoint_of_two_ranks_is_progress_only_when_complete(self):
-        pe = harness.helper("exit-with")
         run, port = self.boot(["--nnodes=2", "--nproc-per-node=2", "--no-python",
-                               pe, "0", "99"],
+                               harness.SYSTEM_PYTHON, RELAY, self.tmp],
                               pod_env(self.tmp, NNODES="2", HYPERPODRUN_LOG_LEVEL="debug"))
         path = run.wait_line(IPC_RE, T).group(1)
         op.wait_state(port, "ready", T)
@@ -349,7 +358,7 @@ class Contract(harness.ProcessTest):
         st = op.wait_state(port, "running", T)
         self.assertEqual(st["reason"], "Running")
         self.assertNotIn("progress", st, "progress comes from the tracker")
-        c0, c1 = RawClient(path), RawClient(path)
+        c0, c1 = relay_clients(run, self.tmp, 2)
         self.addCleanup(c0.close)
         self.addCleanup(c1.close)
         ids = [str(uuid.uuid4()), str(uuid.uuid4())]
@@ -380,14 +389,13 @@ class Contract(harness.ProcessTest):
         self.assertTrue(os.path.exists(path))
 
     def test_start_progress_seeds_the_tracker(self):
-        pe = harness.helper("exit-with")
-        run, port = self.boot(["--nproc-per-node=1", "--no-python", pe, "0", "99"],
+        run, port = self.boot(["--nproc-per-node=1", "--no-python",
+                               harness.SYSTEM_PYTHON, RELAY, self.tmp],
                               pod_env(self.tmp, NNODES="1"))
-        path = run.wait_line(IPC_RE, T).group(1)
         op.wait_state(port, "ready", T)
         op.start(port, 0, 1, 0, "127.0.0.1", 29500,
                  progress={"ckpt": {"progressCount": 5, "progressData": "/ck/5"}})
-        c = RawClient(path)
+        c, = relay_clients(run, self.tmp, 1)
         self.addCleanup(c.close)
         cid = str(uuid.uuid4())
         c.send({"type": "ckpt_init", "client_id": cid, "local_rank": 0,

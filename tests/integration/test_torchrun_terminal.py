@@ -237,6 +237,20 @@ class RunPathAndErrorFiles(harness.ProcessTest):
         # torchrun leaves its temporary log dir; the file must still exist
         self.assertTrue(os.path.isfile(m.group(1)), f"{m.group(1)} is gone after exit")
 
+    def test_long_summary_keeps_its_root_cause(self):
+        # A traceback past log.c's 4 KiB line bound: before, the block was
+        # cut there and lost its end, the root cause and the closing rule.
+        w = os.path.join(self.tmp, "long.py")
+        with open(w, "w") as f:
+            f.write("raise ValueError('\\n'.join('line %d' % i for i in range(900)))\n")
+        r = self.agent(["--run-path", w], env=harness.base_env(PYTHON=PY))
+        self.assertExit(r, 1)
+        text = r.text("err")
+        root = text.find("Root Cause (first observed failure):")
+        self.assertGreater(root, 0, text[-3000:])
+        self.assertIn("line 899", text[root:])
+        self.assertRegex(text[root:], r"line 899\n(.*\n)*=+\n")
+
     def test_success_leaves_no_temp_dir(self):
         tmpdir = os.path.join(self.tmp, "t")
         os.mkdir(tmpdir)
