@@ -1142,6 +1142,7 @@ struct hp_server *hp_server_new(const struct hp_server_options *o)
 	s->host = xstrdup(o->host ? o->host : "0.0.0.0");
 	s->cmd_timeout = o->cmd_timeout > 0 ? o->cmd_timeout : 5;
 	s->wake_cb = o->wake_cb;
+	s->metrics_cb = o->metrics_cb;
 	s->ud = o->ud;
 	s->access_level = HP_LOG_INFO;
 	if (o->log_level &&
