@@ -575,6 +575,8 @@ static void spawn_group(struct hp_agent *a)
 	a->stage = STAGE_TRAIN;
 	for (int i = 0; i < a->nproc; i++)
 		errfd[i] = -1;
+	sigset_t reset;
+	hp_worker_signals_set(&reset);
 	for (int i = 0; i < a->nproc; i++) {
 		struct worker *w = &a->workers[i];
 		char **envp = rank_env(a, i, hp_logs_error_file(a->logs, i),
@@ -589,7 +591,8 @@ static void spawn_group(struct hp_agent *a)
 			struct hp_spawn sp = {.argv = argv, .envp = envp,
 					      .stdout_fd = ofd,
 					      .stderr_fd = efd,
-					      .keep_pgrp = a->tty_fg};
+					      .keep_pgrp = a->tty_fg,
+					      .reset = &reset};
 			rc = hp_worker_spawn_begin(&sp, &w->pid, &errfd[i]);
 			hp_logs_started_rank(a->logs, i);
 		}

@@ -159,35 +159,47 @@ char **hp_env_build(char *const parent[], const struct hp_rank_info *ri,
 	for (size_t i = 0; i < n_extra; i++)
 		extra_len[i] = key_len(extra[i]);
 
-	char **env = xcalloc(n_parent + n_ours + n_extra + 1, sizeof(char *));
-	size_t n = 0;
+	/* pick the entries (borrowed pointers), then copy them into one
+	 * block: the pointer array followed by the strings, one malloc and
+	 * one free per worker instead of one per variable */
+	const char **pick = xcalloc(n_parent + n_ours + n_extra + 1,
+				    sizeof(char *));
+	size_t n = 0, bytes = 0;
 	for (size_t i = 0; i < n_parent; i++) {
 		size_t len = key_len(parent[i]);
 		if (!key_in(parent[i], len, ours, ours_len, n_ours) &&
 		    !key_in(parent[i], len, extra, extra_len, n_extra))
-			env[n++] = xstrdup(parent[i]);
+			pick[n++] = parent[i];
 	}
-	for (size_t i = 0; i < n_ours; i++) {
-		if (key_in(ours[i], ours_len[i], extra, extra_len, n_extra))
-			free(ours[i]);
-		else
-			env[n++] = ours[i];
-	}
+	for (size_t i = 0; i < n_ours; i++)
+		if (!key_in(ours[i], ours_len[i], extra, extra_len, n_extra))
+			pick[n++] = ours[i];
 	/* an extra key set again by a later extra entry: the later wins */
 	for (size_t i = 0; i < n_extra; i++)
 		if (!key_in(extra[i], extra_len[i], extra + i + 1,
 			    extra_len + i + 1, n_extra - i - 1))
-			env[n++] = xstrdup(extra[i]);
+			pick[n++] = extra[i];
 	free(extra_len);
+
+	size_t *lens = xcalloc(n + 1, sizeof(size_t));
+	for (size_t i = 0; i < n; i++)
+		bytes += lens[i] = strlen(pick[i]) + 1;
+	char **env = xmalloc((n + 1) * sizeof(char *) + bytes);
+	char *o = (char *)(env + n + 1);
+	for (size_t i = 0; i < n; i++) {
+		memcpy(o, pick[i], lens[i]);
+		env[i] = o;
+		o += lens[i];
+	}
 	env[n] = NULL;
+	free(lens);
+	free(pick);
+	for (size_t i = 0; i < n_ours; i++)
+		free(ours[i]);
 	return env;
 }
 
 void hp_env_free(char **env)
 {
-	if (!env)
-		return;
-	for (size_t i = 0; env[i]; i++)
-		free(env[i]);
-	free(env);
+	free(env); /* one block: the strings follow the array */
 }

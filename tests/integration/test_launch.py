@@ -59,8 +59,10 @@ class ScriptModes(harness.ProcessTest):
         os.mkdir(pkg)
         open(os.path.join(pkg, "__init__.py"), "w").close()
         with open(os.path.join(pkg, "main.py"), "w") as f:
-            f.write("import os, sys\nprint('module', __name__, os.environ['RANK'], sys.argv[1:],"
-                    " flush=True)\n")
+            # one write per line: under -u print() writes each piece
+            # apart, and two workers share the agent's stdout
+            f.write("import os, sys\nsys.stdout.write('module %s %s %s\\n' % (__name__,"
+                    " os.environ['RANK'], sys.argv[1:]))\n")
         r = self.agent(["--nproc-per-node", "2", "--module", "hp_mod_pkg.main", "q"],
                        env=harness.base_env(PYTHONPATH=self.tmp))
         self.assertExit(r, 0, timeout=60)
