@@ -151,7 +151,7 @@ static void publish_now(struct hp_agent *a)
 	hp_server_publish(a->server, hp_json_status(&st));
 	free(labels);
 	free(progress);
-	hp_server_publish_metrics(a->server, hp_metrics_render(a->metrics));
+	/* the metrics text is rendered by server_metrics when asked for */
 }
 
 /* A restart fires several transitions in one callback; building the JSON
@@ -575,6 +575,8 @@ static void spawn_group(struct hp_agent *a)
 	a->stage = STAGE_TRAIN;
 	for (int i = 0; i < a->nproc; i++)
 		errfd[i] = -1;
+	sigset_t reset;
+	hp_worker_signals_set(&reset);
 	for (int i = 0; i < a->nproc; i++) {
 		struct worker *w = &a->workers[i];
 		char **envp = rank_env(a, i, hp_logs_error_file(a->logs, i),
@@ -589,7 +591,8 @@ static void spawn_group(struct hp_agent *a)
 			struct hp_spawn sp = {.argv = argv, .envp = envp,
 					      .stdout_fd = ofd,
 					      .stderr_fd = efd,
-					      .keep_pgrp = a->tty_fg};
+					      .keep_pgrp = a->tty_fg,
+					      .reset = &reset};
 			rc = hp_worker_spawn_begin(&sp, &w->pid, &errfd[i]);
 			hp_logs_started_rank(a->logs, i);
 		}
@@ -1295,6 +1298,15 @@ static void server_wake(void *ud)
 	uv_async_send(&a->wake);
 }
 
+/* Server thread: a->metrics is locked inside and outlives the server
+ * (freed after hp_server_free). Rendering per GET /metrics instead of per
+ * publish keeps ~0.9 M instructions off every launch and restart. */
+static char *server_metrics(void *ud)
+{
+	const struct hp_agent *a = ud;
+	return hp_metrics_render(a->metrics);
+}
+
 /* ------------------------------------------------------------------ */
 /* set-up                                                              */
 
@@ -1327,6 +1339,7 @@ static int start_server(struct hp_agent *a)
 			env_double("HYPERPOD_ELASTICAGENT_SERVER_TIMEOUT", 5),
 		.keepalive_timeout = 5,
 		.wake_cb = server_wake,
+		.metrics_cb = server_metrics,
 		.ud = a,
 	};
 	a->server = hp_server_new(&o);
@@ -1463,10 +1476,17 @@ static void set_tty_foreground(struct hp_agent *a)
 static void reap_leftovers(void)
 {
 	for (;;) {
-		hp_worker_signal_children(SIGKILL);
+		/* the common case, no child left, costs one waitpid and not
+		 * a scan of /proc (a read of every process's stat) */
 		int status;
-		if (waitpid(-1, &status, 0) < 0 && errno != EINTR)
+		pid_t r = waitpid(-1, &status, WNOHANG);
+		if (r > 0 || (r < 0 && errno == EINTR))
+			continue;
+		if (r < 0)
 			break; /* ECHILD: nothing is left */
+		hp_worker_signal_children(SIGKILL);
+		if (waitpid(-1, &status, 0) < 0 && errno != EINTR)
+			break;
 	}
 }
 

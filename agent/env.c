@@ -24,22 +24,46 @@ static size_t key_len(const char *entry)
 	return eq ? (size_t)(eq - entry) : strlen(entry);
 }
 
-/* Is the key of 'entry' set by any of the NULL-terminated 'list'? */
-static bool key_in(const char *entry, char *const list[])
+/* Is the key of 'entry' (of length len) among the n entries of 'list',
+ * whose key lengths are lens? The lengths are measured once per build, not
+ * once per parent entry: the parent environment is walked once per
+ * worker. */
+static bool key_in(const char *entry, size_t len, char *const list[],
+		   const size_t lens[], size_t n)
 {
-	if (!list)
-		return false;
-	size_t len = key_len(entry);
-	for (size_t i = 0; list[i]; i++)
-		if (key_len(list[i]) == len && strncmp(list[i], entry, len) == 0)
+	for (size_t i = 0; i < n; i++)
+		if (lens[i] == len && list[i][0] == entry[0] &&
+		    strncmp(list[i], entry, len) == 0)
 			return true;
 	return false;
 }
 
-/* Is the key of extra[i] set again by a later extra entry (later wins)? */
-static bool overridden_later(char *const extra[], size_t i)
+/* "KEY=VALUE" on the heap. Twenty of these per worker per start: built by
+ * copying, not by xasprintf's format parsing (a fifth of a launch's
+ * instructions went there). */
+static char *kv(const char *key, const char *val)
 {
-	return key_in(extra[i], extra + i + 1);
+	size_t kl = strlen(key), vl = strlen(val);
+	char *e = xmalloc(kl + vl + 2);
+	memcpy(e, key, kl);
+	e[kl] = '=';
+	memcpy(e + kl + 1, val, vl + 1);
+	return e;
+}
+
+static char *kv_ll(const char *key, long long v)
+{
+	char num[24], *p = num + sizeof(num);
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v
+				     : (unsigned long long)v;
+	*--p = '\0';
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		*--p = '-';
+	return kv(key, p);
 }
 
 const char *hp_env_get(char *const env[], const char *key)
@@ -85,30 +109,30 @@ char **hp_env_build(char *const parent[], const struct hp_rank_info *ri,
 	 * At most 21 entries, plus the NULL. */
 	char *ours[24];
 	size_t n_ours = 0;
-	ours[n_ours++] = xasprintf("LOCAL_RANK=%d", local_rank);
-	ours[n_ours++] = xasprintf("RANK=%lld", rank);
-	ours[n_ours++] = xasprintf("GROUP_RANK=%d", ri->group_rank);
-	ours[n_ours++] = xasprintf("ROLE_RANK=%lld", rank);
-	ours[n_ours++] = xasprintf("ROLE_NAME=%s", ri->role);
+	ours[n_ours++] = kv_ll("LOCAL_RANK", local_rank);
+	ours[n_ours++] = kv_ll("RANK", rank);
+	ours[n_ours++] = kv_ll("GROUP_RANK", ri->group_rank);
+	ours[n_ours++] = kv_ll("ROLE_RANK", rank);
+	ours[n_ours++] = kv("ROLE_NAME", ri->role);
 	ours[n_ours++] =
-		xasprintf("LOCAL_WORLD_SIZE=%d", ri->local_world_size);
-	ours[n_ours++] = xasprintf("WORLD_SIZE=%lld", world);
+		kv_ll("LOCAL_WORLD_SIZE", ri->local_world_size);
+	ours[n_ours++] = kv_ll("WORLD_SIZE", world);
 	ours[n_ours++] =
-		xasprintf("GROUP_WORLD_SIZE=%lld", gws);
-	ours[n_ours++] = xasprintf("ROLE_WORLD_SIZE=%lld", world);
-	ours[n_ours++] = xasprintf("MASTER_ADDR=%s", ri->master_addr);
-	ours[n_ours++] = xasprintf("MASTER_PORT=%d", ri->master_port);
+		kv_ll("GROUP_WORLD_SIZE", gws);
+	ours[n_ours++] = kv_ll("ROLE_WORLD_SIZE", world);
+	ours[n_ours++] = kv("MASTER_ADDR", ri->master_addr);
+	ours[n_ours++] = kv_ll("MASTER_PORT", ri->master_port);
 	ours[n_ours++] =
-		xasprintf("TORCHELASTIC_RESTART_COUNT=%d", ri->restart_count);
+		kv_ll("TORCHELASTIC_RESTART_COUNT", ri->restart_count);
 	ours[n_ours++] =
-		xasprintf("TORCHELASTIC_MAX_RESTARTS=%d", ri->max_restarts);
-	ours[n_ours++] = xasprintf("TORCHELASTIC_RUN_ID=%s", ri->run_id);
-	ours[n_ours++] = xasprintf("TORCHELASTIC_USE_AGENT_STORE=%s",
+		kv_ll("TORCHELASTIC_MAX_RESTARTS", ri->max_restarts);
+	ours[n_ours++] = kv("TORCHELASTIC_RUN_ID", ri->run_id);
+	ours[n_ours++] = kv("TORCHELASTIC_USE_AGENT_STORE",
 				   ri->use_agent_store ? "True" : "False");
 	if (error_file)
 		ours[n_ours++] =
-			xasprintf("TORCHELASTIC_ERROR_FILE=%s", error_file);
-	ours[n_ours++] = xasprintf("JOB_RESTART_COUNT=%d", ri->restart_count);
+			kv("TORCHELASTIC_ERROR_FILE", error_file);
+	ours[n_ours++] = kv_ll("JOB_RESTART_COUNT", ri->restart_count);
 	/* torchrun: os.getenv("NCCL_ASYNC_ERROR_HANDLING", "1"); the parent's
 	 * value is inherited as is, so only the default is added here. */
 	if (!parent_has(parent, "NCCL_ASYNC_ERROR_HANDLING"))
@@ -119,7 +143,7 @@ char **hp_env_build(char *const parent[], const struct hp_rank_info *ri,
 		ours[n_ours++] = xstrdup("OMP_NUM_THREADS=1");
 	if (ri->spare >= 0)
 		ours[n_ours++] =
-			xasprintf("SPARE=%s", ri->spare ? "True" : "False");
+			kv("SPARE", ri->spare ? "True" : "False");
 	ours[n_ours] = NULL;
 
 	size_t n_parent = 0, n_extra = 0;
@@ -128,29 +152,54 @@ char **hp_env_build(char *const parent[], const struct hp_rank_info *ri,
 	while (extra && extra[n_extra])
 		n_extra++;
 
-	char **env = xcalloc(n_parent + n_ours + n_extra + 1, sizeof(char *));
-	size_t n = 0;
-	for (size_t i = 0; i < n_parent; i++)
-		if (!key_in(parent[i], ours) && !key_in(parent[i], extra))
-			env[n++] = xstrdup(parent[i]);
-	for (size_t i = 0; i < n_ours; i++) {
-		if (key_in(ours[i], extra))
-			free(ours[i]);
-		else
-			env[n++] = ours[i];
-	}
+	size_t ours_len[24];
+	for (size_t i = 0; i < n_ours; i++)
+		ours_len[i] = key_len(ours[i]);
+	size_t *extra_len = xcalloc(n_extra + 1, sizeof(size_t));
 	for (size_t i = 0; i < n_extra; i++)
-		if (!overridden_later(extra, i))
-			env[n++] = xstrdup(extra[i]);
+		extra_len[i] = key_len(extra[i]);
+
+	/* pick the entries (borrowed pointers), then copy them into one
+	 * block: the pointer array followed by the strings, one malloc and
+	 * one free per worker instead of one per variable */
+	const char **pick = xcalloc(n_parent + n_ours + n_extra + 1,
+				    sizeof(char *));
+	size_t n = 0, bytes = 0;
+	for (size_t i = 0; i < n_parent; i++) {
+		size_t len = key_len(parent[i]);
+		if (!key_in(parent[i], len, ours, ours_len, n_ours) &&
+		    !key_in(parent[i], len, extra, extra_len, n_extra))
+			pick[n++] = parent[i];
+	}
+	for (size_t i = 0; i < n_ours; i++)
+		if (!key_in(ours[i], ours_len[i], extra, extra_len, n_extra))
+			pick[n++] = ours[i];
+	/* an extra key set again by a later extra entry: the later wins */
+	for (size_t i = 0; i < n_extra; i++)
+		if (!key_in(extra[i], extra_len[i], extra + i + 1,
+			    extra_len + i + 1, n_extra - i - 1))
+			pick[n++] = extra[i];
+	free(extra_len);
+
+	size_t *lens = xcalloc(n + 1, sizeof(size_t));
+	for (size_t i = 0; i < n; i++)
+		bytes += lens[i] = strlen(pick[i]) + 1;
+	char **env = xmalloc((n + 1) * sizeof(char *) + bytes);
+	char *o = (char *)(env + n + 1);
+	for (size_t i = 0; i < n; i++) {
+		memcpy(o, pick[i], lens[i]);
+		env[i] = o;
+		o += lens[i];
+	}
 	env[n] = NULL;
+	free(lens);
+	free(pick);
+	for (size_t i = 0; i < n_ours; i++)
+		free(ours[i]);
 	return env;
 }
 
 void hp_env_free(char **env)
 {
-	if (!env)
-		return;
-	for (size_t i = 0; env[i]; i++)
-		free(env[i]);
-	free(env);
+	free(env); /* one block: the strings follow the array */
 }

@@ -49,7 +49,8 @@ char **hp_env_build(char *const parent[], const struct hp_rank_info *ri,
 /* The value of key in a NULL-terminated envp, or NULL. */
 const char *hp_env_get(char *const env[], const char *key);
 
-/* Frees what hp_env_build returned; NULL is a no-op. */
+/* Frees what hp_env_build returned (one allocation: its entries are not
+ * separately freeable); NULL is a no-op. */
 void hp_env_free(char **env);
 
 #endif

@@ -155,7 +155,9 @@ int hp_logs_begin_attempt(struct hp_logs *l, int attempt)
 		free(rl->error_file);
 		rl->dir = xasprintf("%s/attempt_%d/%d", l->run_dir, attempt, i);
 		rl->error_file = xasprintf("%s/error.json", rl->dir);
-		int rc = mkdir(rl->dir, 0755) < 0 && errno != EEXIST ? -errno : 0;
+		if (mkdir(rl->dir, 0755) == 0)
+			continue; /* fresh: it holds no stale error file */
+		int rc = errno != EEXIST ? -errno : 0;
 		if (rc < 0) {
 			hp_error("logs", "cannot create %s: %s", rl->dir,
 				 strerror(-rc));
@@ -431,9 +433,13 @@ static int rm_entry(const char *path, const struct stat *sb, int flag,
 		    struct FTW *ftw)
 {
 	(void)sb;
-	(void)flag;
 	(void)ftw;
-	remove(path);
+	/* by type, as nftw tells it: remove() would try unlink on every
+	 * directory first and fail */
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
 	return 0;
 }
 

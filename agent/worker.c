@@ -28,8 +28,12 @@ static HP_NORETURN void child(const struct hp_spawn *sp, int errpipe,
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid() != parent)
 		_exit(127); /* the agent died before prctl took effect */
 
+	/* every handler and SIG_IGN back to the default while the mask
+	 * still blocks all: none of the agent's handlers may run here */
 	for (int sig = 1; sig < NSIG; sig++) {
 		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		if (sp->reset && sigismember(sp->reset, sig) != 1)
 			continue;
 		signal(sig, SIG_DFL);
 	}
@@ -49,6 +53,20 @@ fail:
 	while (write(errpipe, &err, sizeof(err)) < 0 && errno == EINTR)
 		;
 	_exit(127);
+}
+
+void hp_worker_signals_set(sigset_t *set)
+{
+	sigemptyset(set);
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction sa;
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		/* a signal we cannot query is reset, as before */
+		if (sigaction(sig, NULL, &sa) < 0 ||
+		    sa.sa_handler != SIG_DFL)
+			sigaddset(set, sig);
+	}
 }
 
 int hp_worker_spawn_begin(const struct hp_spawn *sp, pid_t *pid, int *errfd)

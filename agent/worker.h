@@ -7,6 +7,7 @@
 #ifndef HP_WORKER_H
 #define HP_WORKER_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -21,7 +22,15 @@ struct hp_spawn {
 	 * terminal the workers must be in its foreground group, as under
 	 * torchrun, or input()/pdb stop them with SIGTTIN */
 	bool keep_pgrp;
+	/* the signals the child resets to SIG_DFL before exec (those with a
+	 * handler or SIG_IGN here: hp_worker_signals_set); NULL = all */
+	const sigset_t *reset;
 };
+
+/* The signals whose disposition in this process is not SIG_DFL. Taken once
+ * per group of workers, so each child resets a handful of signals, not
+ * all 64 (one syscall each). */
+void hp_worker_signals_set(sigset_t *set);
 
 /* Starts the child and returns 0 with *pid set once it has exec'd, or
  * -errno when exec failed (the child has then been reaped here, so the

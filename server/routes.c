@@ -95,11 +95,22 @@ static void route_status(struct hp_server *s, struct evhttp_request *req)
 	free(st);
 }
 
-/* The agent's published text, then this thread's own request counters
- * (none before the agent's first publish: the body stays empty). */
+/* The agent's text, then this thread's own request counters (none before
+ * the agent's first publish: the body stays empty). With a metrics_cb the
+ * text is rendered here, so publishing a status costs no metrics text. */
+static char *agent_metrics(struct hp_server *s)
+{
+	if (!s->metrics_cb)
+		return hp_srv_copy(s, &s->metrics);
+	pthread_mutex_lock(&s->mu);
+	bool published = s->status != NULL;
+	pthread_mutex_unlock(&s->mu);
+	return published ? s->metrics_cb(s->ud) : NULL;
+}
+
 static void route_metrics(struct hp_server *s, struct evhttp_request *req)
 {
-	char *m = hp_srv_copy(s, &s->metrics);
+	char *m = agent_metrics(s);
 	if (!m) {
 		hp_srv_reply(s, req, 200,
 			     "text/plain; version=0.0.4; charset=utf-8", "", 0);

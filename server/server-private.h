@@ -59,6 +59,7 @@ struct hp_server {
 	double cmd_timeout;
 	enum hp_log_level access_level; /* from --server-log-level */
 	void (*wake_cb)(void *ud);
+	char *(*metrics_cb)(void *ud);
 	void *ud;
 
 	struct event_base *base;

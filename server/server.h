@@ -73,6 +73,11 @@ struct hp_server_options {
 	/* called from the server thread after a command is queued; must only
 	 * wake the agent (uv_async_send) */
 	void (*wake_cb)(void *ud);
+	/* called from the server thread on each GET /metrics once a status
+	 * was published, returning the agent's text (malloc'd; must be
+	 * thread-safe): rendered when asked for, not on every publish.
+	 * NULL: the text last given to hp_server_publish_metrics. */
+	char *(*metrics_cb)(void *ud);
 	void *ud;
 };
 

@@ -269,6 +269,32 @@ static void test_operator_layouts(void **state)
 	hp_env_free(env);
 }
 
+/* Numbers are written in decimal whatever their sign or size: the operator
+ * mode's unranked start (MASTER_PORT -1), the extremes of the types. */
+static void test_numbers(void **state)
+{
+	(void)state;
+	char *parent[] = {NULL};
+	struct hp_rank_info ri = layout(1, 0, 1);
+	ri.master_port = -1;
+	ri.restart_count = 2147483647;
+	ri.max_restarts = 0;
+	char **env = hp_env_build(parent, &ri, 0, "/e/error.json", NULL);
+	expect(env, "MASTER_PORT", "-1");
+	expect(env, "TORCHELASTIC_RESTART_COUNT", "2147483647");
+	expect(env, "JOB_RESTART_COUNT", "2147483647");
+	expect(env, "TORCHELASTIC_MAX_RESTARTS", "0");
+	expect(env, "TORCHELASTIC_ERROR_FILE", "/e/error.json");
+	expect(env, "LOCAL_RANK", "0");
+	hp_env_free(env);
+
+	ri = layout(2, -2147483647 - 1, 256);
+	env = hp_env_build(parent, &ri, 0, NULL, NULL);
+	expect(env, "GROUP_RANK", "-2147483648");
+	expect(env, "RANK", "-549755813888");
+	hp_env_free(env);
+}
+
 static void test_env_get(void **state)
 {
 	char *env[] = {"RANKX=1", "RANK=2", "EMPTY=", "BARE", "RANK=3", NULL};
@@ -293,6 +319,7 @@ int main(void)
 		cmocka_unit_test(test_extra_wins),
 		cmocka_unit_test(test_flags_and_spare),
 		cmocka_unit_test(test_env_get),
+		cmocka_unit_test(test_numbers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

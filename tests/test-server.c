@@ -715,6 +715,44 @@ static void test_fabric_peers_epoch(void **st)
 	agent_stop(a, 5);
 }
 
+/* With a metrics_cb the agent's text is rendered per GET /metrics, on the
+ * server thread, and only once a status was published (the body stays
+ * empty before, as with hp_server_publish_metrics). */
+static int metrics_calls;
+
+static char *count_metrics(void *ud)
+{
+	(void)ud;
+	return xasprintf("hp_renders %d\n", ++metrics_calls);
+}
+
+static void test_metrics_cb(void **state)
+{
+	(void)state;
+	struct hp_server_options o = {
+		.host = "127.0.0.1",
+		.max_retry = 1,
+		.metrics_cb = count_metrics,
+	};
+	struct hp_server *s = hp_server_new(&o);
+	assert_non_null(s);
+	int port = hp_server_port(s);
+	expect(port, "GET", "/metrics", NULL, 200, "");
+	assert_int_equal(metrics_calls, 0);
+	hp_server_publish(s, xstrdup("{\"status\":\"running\"}"));
+	for (int i = 1; i <= 2; i++) {
+		struct resp r;
+		http(port, "GET", "/metrics", NULL, &r);
+		assert_int_equal(r.code, 200);
+		char want[32];
+		snprintf(want, sizeof(want), "hp_renders %d\n# HELP ", i);
+		assert_int_equal(strncmp(r.body, want, strlen(want)), 0);
+		resp_fini(&r);
+	}
+	assert_int_equal(metrics_calls, 2);
+	hp_server_free(s, 1);
+}
+
 int main(void)
 {
 	const char *v = getenv("HP_TEST_VERBOSE");
@@ -733,6 +771,7 @@ int main(void)
 		cmocka_unit_test(test_client_gone),
 		cmocka_unit_test(test_fabric_peers),
 		cmocka_unit_test(test_fabric_peers_epoch),
+		cmocka_unit_test(test_metrics_cb),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
