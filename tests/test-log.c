@@ -5,6 +5,7 @@
  * whole lines instead. Each case runs with fd 1/2 on a pipe of its own. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -52,6 +53,14 @@ static size_t drain(int rd, char *buf, size_t cap)
 	}
 	buf[n] = '\0';
 	return n;
+}
+
+/* Until rd has bytes to read or ms pass: the writer thread's progress is
+ * waited on at the pipe, not guessed with a sleep. */
+static void wait_readable(int rd, int ms)
+{
+	struct pollfd p = {.fd = rd, .events = POLLIN};
+	(void)poll(&p, 1, ms);
 }
 
 static void test_escaped(void **st)
@@ -104,15 +113,17 @@ static void test_stalled_reader_drops(void **st)
 	size_t got = 0;
 	/* all that was accepted: 200k minus the dropped lines */
 	size_t want = (size_t)(200000 - dropped) * 32;
-	for (int tries = 0; tries < 20000 && got < want; tries++) {
+	/* wait on the pipe itself, 100 ms at a time, 20 s in all */
+	for (int tries = 0; tries < 200 && got < want; tries++) {
 		got += drain(rd, buf + got, (size_t)(4 << 20) - got);
-		usleep(1000);
+		if (got < want)
+			wait_readable(rd, 100);
 	}
 	assert_int_equal(got, want);
 	assert_int_equal(hp_console_write(1, "after\n", 6), 0);
-	for (int tries = 0; tries < 20000 && !strstr(buf, "after\n"); tries++) {
+	for (int tries = 0; tries < 200 && !strstr(buf, "after\n"); tries++) {
+		wait_readable(rd, 100);
 		got += drain(rd, buf + got, (size_t)(4 << 20) - got);
-		usleep(1000);
 	}
 	assert_non_null(strstr(buf, "line(s) to stdout dropped: it is not "
 				    "read fast enough\nafter\n"));
