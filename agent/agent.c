@@ -1356,19 +1356,11 @@ static int start_server(struct hp_agent *a)
 	return 0;
 }
 
+/* A free loopback port, or torchrun's 29500 when none could be had. */
 static int free_port(void)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET,
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(sa);
-	int port = 29500;
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-		port = ntohs(sa.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
+	int port = hp_free_port(false);
+	return port > 0 ? port : 29500;
 }
 
 struct hp_agent *hp_agent_new(const struct hp_config *cfg)

@@ -27,4 +27,8 @@ HP_NORETURN void hp_bug_at(const char *file, int line, const char *fmt, ...)
  * signame.c; the "SIG<n>" buffer is thread-local). */
 const char *hp_signal_name(int sig);
 
+/* A TCP port free right now on loopback, or on every address with
+ * any_addr (base/port.c); -errno when none could be had. */
+int hp_free_port(bool any_addr);
+
 #endif

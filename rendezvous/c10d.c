@@ -663,15 +663,9 @@ static void client_connected(uv_connect_t *r, int status)
 	char free_port[16] = "";
 	if (k->kind == REQ_JOIN) {
 		/* propose a port free on this node: used if it is rank 0 */
-		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		struct sockaddr_in sa = {.sin_family = AF_INET};
-		socklen_t len = sizeof(sa);
-		if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-		    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-			snprintf(free_port, sizeof(free_port), "%d",
-				 ntohs(sa.sin_port));
-		if (fd >= 0)
-			close(fd);
+		int port = hp_free_port(true);
+		if (port > 0)
+			snprintf(free_port, sizeof(free_port), "%d", port);
 	}
 	char *text = xasprintf(
 		"GET /rdzv/%s?run=%s&node=%s&round=%d%s%s%s%s HTTP/1.0\r\n"
