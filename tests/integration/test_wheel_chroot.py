@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 
+import debroot
 import harness
 import wheel_common as wc
 
@@ -34,27 +35,6 @@ sys.stdout.write("chroot worker rank %s attempt %s\n" % (rank, n))
 sys.stdout.flush()
 sys.exit(7 if n == "0" and rank == "1" else 0)
 """
-
-
-def mirror():
-    """The Debian mirror apt uses here (deb822 .sources or one-line
-    .list), else deb.debian.org."""
-    files = (glob.glob("/etc/apt/sources.list.d/*.sources") +
-             glob.glob("/etc/apt/sources.list.d/*.list") +
-             ["/etc/apt/sources.list"])
-    for f in files:
-        try:
-            text = open(f).read()
-        except OSError:
-            continue
-        for m in re.finditer(r"^URIs:\s*(\S+)", text, re.M):
-            if "security" not in m.group(1):
-                return m.group(1)
-        for m in re.finditer(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)",
-                             text, re.M):
-            if "security" not in m.group(1):
-                return m.group(1)
-    return "http://deb.debian.org/debian"
 
 
 def bookworm_root():
@@ -74,7 +54,7 @@ def bookworm_root():
         os.makedirs(top, exist_ok=True)
         r = subprocess.run(["debootstrap", "--variant=minbase",
                             "--include=python3,python3-venv", "bookworm",
-                            tmp, mirror()], capture_output=True, text=True,
+                            tmp, debroot.mirror()], capture_output=True, text=True,
                            timeout=1800)
         if r.returncode != 0:
             raise AssertionError("debootstrap failed:\n" +
