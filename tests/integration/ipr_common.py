@@ -15,44 +15,53 @@ ENV_KEYS = {"RANK", "GROUP_RANK", "ROLE_RANK", "WORLD_SIZE", "GROUP_WORLD_SIZE",
             "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "JOB_RESTART_COUNT",
             "TORCHELASTIC_RESTART_COUNT", "SPARE"}
 
-_REC = re.compile(r"^ipr ([a-z_-]+) (\{.*\})$")
 READY = r"^ipr-worker ready pid (\d+) local (\d+)$"
 
 
-def records(run, kind=None, /, **where):
-    """The probe's records ('ipr KIND {json}') from run's output, in order,
-    optionally only those of one kind whose fields equal `where`."""
-    out = []
-    for line in run.output("out"):
-        m = _REC.match(line)
-        if not m or (kind is not None and m.group(1) != kind):
-            continue
-        rec = json.loads(m.group(2))
-        rec["kind"] = m.group(1)
-        if all(rec.get(k) == v for k, v in where.items()):
-            out.append(rec)
-    return out
+def record_readers(prefix, default_timeout=None):
+    """records() and wait_records() for a worker that prints its events as
+    'PREFIX KIND {json}' lines (PREFIX a regex: the probe's 'ipr', the
+    compat workers' 'compat', raw_worker's 'raw' behind --tee's prefix)."""
+    rec_rx = re.compile(r"^%s ([a-z_-]+) (\{.*\})$" % prefix)
+
+    def records(run, kind=None, /, **where):
+        """The records from run's output, in order, optionally only those
+        of one kind whose fields equal `where`."""
+        out = []
+        for line in run.output("out"):
+            m = rec_rx.match(line)
+            if not m or (kind is not None and m.group(1) != kind):
+                continue
+            rec = json.loads(m.group(2))
+            rec["kind"] = m.group(1)
+            if all(rec.get(k) == v for k, v in where.items()):
+                out.append(rec)
+        return out
+
+    def wait_records(run, kind, count, /, timeout=default_timeout, **where):
+        """Waits until `count` records of `kind` (matching `where`) are out."""
+        # The regex only wakes us; the fields are checked on the decoded record.
+        rx = r"^%s %s \{" % (prefix, re.escape(kind))
+        deadline = harness.time.monotonic() + timeout
+        while True:
+            got = records(run, kind, **where)
+            if len(got) >= count:
+                return got
+            left = deadline - harness.time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    "timed out waiting for %d '%s' record(s) %r (got %d); last "
+                    "output:\n%s" % (count, kind, where, len(got), run.tail(60)))
+            n = len(run.matches(rx, "out"))
+            try:
+                run.wait_lines(rx, n + 1, timeout=left, stream="out")
+            except AssertionError:
+                pass  # re-checked (and reported) at the top
+
+    return records, wait_records
 
 
-def wait_records(run, kind, count, timeout, /, **where):
-    """Waits until `count` records of `kind` (matching `where`) are out."""
-    # The regex only wakes us; the fields are checked on the decoded record.
-    rx = r"^ipr %s \{" % re.escape(kind)
-    deadline = harness.time.monotonic() + timeout
-    while True:
-        got = records(run, kind, **where)
-        if len(got) >= count:
-            return got
-        left = deadline - harness.time.monotonic()
-        if left <= 0:
-            raise AssertionError(
-                "timed out waiting for %d '%s' record(s) %r (got %d); last "
-                "output:\n%s" % (count, kind, where, len(got), run.tail(60)))
-        n = len(run.matches(rx, "out"))
-        try:
-            run.wait_lines(rx, n + 1, timeout=left, stream="out")
-        except AssertionError:
-            pass  # re-checked (and reported) at the top
+records, wait_records = record_readers("ipr")
 
 
 def ready_pids(run):

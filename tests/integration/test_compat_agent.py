@@ -24,45 +24,17 @@ import signal
 
 import harness
 import hp_operator as op
+import ipr_common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "compat_worker.py")
 ELASTIC = os.path.join(HERE, "elastic_worker.py")
 PYDIR = os.path.join(harness.source_dir(), "client", "python")
 T = 120.0
-_REC = re.compile(r"^compat ([a-z_-]+) (\{.*\})$")
 LISTEN = r"operator API listening on http://127\.0\.0\.1:(\d+)$"
 
 
-def records(run, kind=None, **where):
-    out = []
-    for line in run.output("out"):
-        m = _REC.match(line)
-        if not m or (kind is not None and m.group(1) != kind):
-            continue
-        rec = json.loads(m.group(2))
-        if all(rec.get(k) == v for k, v in where.items()):
-            out.append(rec)
-    return out
-
-
-def wait_records(run, kind, count, timeout=T, **where):
-    rx = r"^compat %s \{" % re.escape(kind)
-    deadline = harness.time.monotonic() + timeout
-    while True:
-        got = records(run, kind, **where)
-        if len(got) >= count:
-            return got
-        left = deadline - harness.time.monotonic()
-        if left <= 0:
-            raise AssertionError(
-                "timed out waiting for %d '%s' record(s) %r (got %d); last "
-                "output:\n%s" % (count, kind, where, len(got), run.tail(60)))
-        n = len(run.matches(rx, "out"))
-        try:
-            run.wait_lines(rx, n + 1, timeout=min(left, 5.0), stream="out")
-        except AssertionError:
-            pass  # re-checked at the top
+records, wait_records = ipr_common.record_readers("compat", T)
 
 
 def worker_env(tmp, python=harness.SYSTEM_PYTHON, pythonpath=PYDIR, **extra):

@@ -25,6 +25,7 @@ import uuid
 
 import harness
 import hp_operator as op
+import ipr_common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RAW = os.path.join(HERE, "raw_worker.py")
@@ -32,19 +33,7 @@ T = 60.0
 LISTEN_RE = r"operator API listening on http://127\.0\.0\.1:(\d+)$"
 IPC_RE = r"worker IPC listening on (\S+)$"
 # --tee prefixes worker lines with "[default<N>]:"
-_REC = re.compile(r"^(?:\[[a-z]+\d+\]:)?raw ([a-z]+) (\{.*\})$")
-
-
-def records(run, kind, **where):
-    out = []
-    for line in run.output("out"):
-        m = _REC.match(line)
-        if not m or m.group(1) != kind:
-            continue
-        rec = json.loads(m.group(2))
-        if all(rec.get(k) == v for k, v in where.items()):
-            out.append(rec)
-    return out
+records, _ = ipr_common.record_readers(r"(?:\[[a-z]+\d+\]:)?raw")
 
 
 def msgs(run, typ, local_rank=None):
