@@ -229,7 +229,10 @@ class LogMonitoringIPR(harness.ProcessTest):
         # the group is unhealthy: /stop starts new processes
         op.stop(port)
         run.wait_line(r"/stop \(restart_mode ipr; the group is unhealthy\)", T)
-        op.wait_state(port, "init", T)
+        # INIT lasts only until the new workers meet (tens of ms): wait
+        # on the agent's own transition lines, not a /status poll
+        run.wait_line(r"STOPPING -> INIT", T)
+        run.wait_lines(r"INIT -> READY", 2, T)  # the first was at start
         op.wait_state(port, "ready", T)
         op.start(port, 0, 1, 1, "127.0.0.1", harness.free_port(),
                  log_monitoring_configuration=[
