@@ -3,10 +3,12 @@
  * the worker group and the pre/post-train scripts, the stop escalation
  * timer, and the operator commands that the server thread queues. Every
  * change of state goes through the fsm table and republishes /status.
- * Never parses HTTP or JSON text itself (server/ does), never forks except
- * through worker.c. */
+ * Never parses HTTP or JSON text itself (server/ does); the JSON it hands
+ * out (workers' rank envs, /status progress) is built with cJSON, never
+ * escaped by hand. Never forks except through worker.c. */
 #include "agent-private.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -60,36 +62,39 @@ static char *group_labels(const struct hp_agent *a)
 	return xstrdup(last ? last : "{}");
 }
 
-static void json_str(char **buf, size_t *len, size_t *cap, const char *s);
+/* cJSON's text in our allocator (callers free() it); out of memory is
+ * fatal, as everywhere else (xalloc). */
+static char *json_text(cJSON *v)
+{
+	char *p = v ? cJSON_PrintUnformatted(v) : NULL;
+	if (!p)
+		hp_bug("cJSON_PrintUnformatted: out of memory");
+	char *out = xstrdup(p);
+	cJSON_free(p);
+	cJSON_Delete(v);
+	return out;
+}
 
 /* /status progress: the tracker's latest complete checkpoint,
  * {prefix: {"progressData": path, "progressCount": step}}, as the
- * reference's get_agent_progress (10071915287); NULL when none. */
+ * reference's get_agent_progress (10071915287); NULL when none. The
+ * prefix and path are the workers' strings: cJSON escapes them. */
 static char *progress_json(const struct hp_agent *a)
 {
 	const char *prefix, *path;
 	long long step;
 	if (!a->ckpt || !hp_ckpt_progress(a->ckpt, &prefix, &path, &step))
 		return NULL;
-	size_t cap = 64, len = 1;
-	char *buf = xmalloc(cap);
-	buf[0] = '{';
-	json_str(&buf, &len, &cap, prefix);
-	const char *mid = ":{\"progressData\":";
-	size_t need = len + strlen(mid) + 64;
-	if (need > cap)
-		buf = xrealloc(buf, cap = need * 2);
-	len += (size_t)sprintf(buf + len, "%s", mid);
-	if (path) {
-		json_str(&buf, &len, &cap, path);
-	} else {
-		memcpy(buf + len, "null", 4);
-		len += 4;
-	}
-	if (len + 64 > cap)
-		buf = xrealloc(buf, cap = (len + 64) * 2);
-	len += (size_t)sprintf(buf + len, ",\"progressCount\":%lld}}", step);
-	return buf;
+	cJSON *o = cJSON_CreateObject(), *e = cJSON_CreateObject();
+	cJSON_AddItemToObject(o, prefix, e);
+	cJSON_AddItemToObject(e, "progressData", path ? cJSON_CreateString(path)
+						      : cJSON_CreateNull());
+	/* the step as written, every digit: a double would round a step
+	 * past 2^53 and print 1e+17 where Python's json wants an int */
+	char num[24];
+	snprintf(num, sizeof(num), "%lld", step);
+	cJSON_AddItemToObject(e, "progressCount", cJSON_CreateRaw(num));
+	return json_text(o);
 }
 
 /* Builds and hands the server the /status body and the metrics text. */
@@ -356,27 +361,6 @@ static char **rank_env(const struct hp_agent *a, int local_rank,
 	return env;
 }
 
-static void json_str(char **buf, size_t *len, size_t *cap, const char *s)
-{
-	size_t need = strlen(s) * 6 + 4; /* quotes, a separator, a NUL */
-	if (*len + need > *cap)
-		*buf = xrealloc(*buf, *cap = (*len + need) * 2);
-	char *o = *buf + *len;
-	*o++ = '"';
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\') {
-			*o++ = '\\';
-			*o++ = (char)*p;
-		} else if (*p < 0x20) {
-			o += sprintf(o, "\\u%04x", *p);
-		} else {
-			*o++ = (char)*p;
-		}
-	}
-	*o++ = '"';
-	*len = (size_t)(o - *buf);
-}
-
 char *agent_worker_envs_json(const struct hp_agent *a, int local_rank)
 {
 	/* 64-bit arithmetic: /start's numbers are range-checked, but no
@@ -402,27 +386,17 @@ char *agent_worker_envs_json(const struct hp_agent *a, int local_rank)
 	const char *vals[11] = {num[0], num[1], num[0], num[2], num[3],
 				num[2], a->master_addr, num[4], num[5],
 				num[5], a->spare ? "True" : "False"};
-	size_t cap = 512, len = 1;
-	char *buf = xmalloc(cap);
-	buf[0] = '{';
-	for (int i = 0; i < 11; i++) {
-		json_str(&buf, &len, &cap, keys[i]);
-		buf[len++] = ':'; /* json_str leaves room for one more byte */
-		json_str(&buf, &len, &cap, vals[i]);
-		buf[len++] = i < 10 ? ',' : '}';
-	}
-	if (a->nccl_id[0]) {
+	/* every value a string, in this order (cJSON keeps insertion
+	 * order); MASTER_ADDR is the operator's text: cJSON escapes it */
+	cJSON *o = cJSON_CreateObject();
+	for (int i = 0; i < 11; i++)
+		cJSON_AddItemToObject(o, keys[i], cJSON_CreateString(vals[i]));
+	if (a->nccl_id[0])
 		/* global rank 0's id for this run (xnode.c), as the NCCL
 		 * flow of examples/README.md expects */
-		len--; /* reopen the object */
-		buf[len++] = ',';
-		json_str(&buf, &len, &cap, "NCCL_UNIQUE_ID");
-		buf[len++] = ':';
-		json_str(&buf, &len, &cap, a->nccl_id);
-		buf[len++] = '}';
-	}
-	buf[len] = '\0';
-	return buf;
+		cJSON_AddItemToObject(o, "NCCL_UNIQUE_ID",
+				      cJSON_CreateString(a->nccl_id));
+	return json_text(o);
 }
 
 /* TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE, as Python's

@@ -364,6 +364,25 @@ class OperatorIPR(harness.ProcessTest):
             self.assertEqual(conf["ips_timestamp"], "v2")
 
     # ------------------------------------------------------------------
+    def test_rank_info_that_needs_escaping_reaches_workers_intact(self):
+        # worker_envs is JSON text the agent builds (cJSON): the operator's
+        # master_addr comes back byte for byte, whatever it holds
+        n, = self.boot(nnodes=1)
+        n.wait("ready")
+        odd = ['q"uo\\te/\b\f\n\r\t\x01\x1f\x7f', "\u00e9\u6f22\U0001F600 \u2028"]
+        op.start(n.port, 0, 1, 0, odd[0], 29611)
+        n.wait("running")
+        for rec in wait_records(n.run, "run", NPROC, T):
+            self.assertEqual(set(rec["env"]), ENV_KEYS, rec)
+            self.assertEqual(rec["env"]["MASTER_ADDR"], odd[0])
+            self.assertEqual(rec["env"]["RANK"], str(rec["local_rank"]))
+        op.update(n.port, 0, 1, 0, odd[1], 29644)
+        for info in wait_records(n.run, "rank_info", NPROC, T):
+            self.assertEqual(set(info["env"]), ENV_KEYS, info)
+            self.assertEqual(info["env"]["MASTER_ADDR"], odd[1])
+            self.assertEqual(info["env"]["MASTER_PORT"], "29644")
+
+    # ------------------------------------------------------------------
     def test_worker_data_and_rank_labels_in_status(self):
         nodes = self.boot(IPR_DATA="1")
         self.start_and_run(0, 29611)

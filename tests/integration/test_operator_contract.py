@@ -394,6 +394,29 @@ class Contract(harness.ProcessTest):
         self.assertEqual(op.status(port)["progress"],
                          {"ckpt": {"progressData": "/ck/5", "progressCount": 5}})
 
+    def test_progress_strings_that_need_escaping_come_back_intact(self):
+        # /status progress is JSON text the agent builds (cJSON) from the
+        # workers' prefix and path; a step past INT_MAX keeps its digits
+        prefix, path = 'c"k\\p\n\x01\u00e9', "/ck/\t\u6f22\U0001F600\x7f"
+        step = 2 ** 40 + 1
+        run, port = self.boot(["--nproc-per-node=1", "--no-python",
+                               harness.SYSTEM_PYTHON, RELAY, self.tmp],
+                              pod_env(self.tmp, NNODES="1"))
+        op.wait_state(port, "ready", T)
+        op.start(port, 0, 1, 0, "127.0.0.1", 29500,
+                 progress={prefix: {"progressCount": step, "progressData": path}})
+        c, = relay_clients(run, self.tmp, 1)
+        self.addCleanup(c.close)
+        cid = str(uuid.uuid4())
+        c.send({"type": "ckpt_init", "client_id": cid, "local_rank": 0,
+                "prefix": prefix, "checkpoint_types": {"model_checkpoint": 1}})
+        c.send({"type": "ckpt_info_get", "client_id": cid, "local_rank": 0})
+        self.assertEqual(c.recv()["path"], path)
+        st = op.status(port)
+        self.assertEqual(st["progress"],
+                         {prefix: {"progressData": path, "progressCount": step}})
+        self.assertIs(type(st["progress"][prefix]["progressCount"]), int)
+
     # -- 6. stopping --------------------------------------------------------
     def test_shutdown_sends_sigterm_then_exits_1_after_a_failed_run(self):
         ps = harness.helper("print-signals")
