@@ -59,16 +59,24 @@ struct hp_fabric_stats {
 struct hp_fabric *hp_fabric_new(const struct hp_fabric_options *opts,
 				int *err);
 
-/* Memory (issue 13 §7): the tcp and rxm providers size their queues and
- * buffer pools from the environment, ~70 MB per endpoint by default; for
- * our messages (<= 4 KiB + header, a few in flight) these defaults keep an
- * endpoint near 10 MB. hp_fabric_env_set() puts each in the environment
- * where the user set nothing and returns which it set; hp_fabric_env_unset()
- * takes those out again, so workers spawned later do not inherit them.
- * Call both from the thread that owns the environment, around
- * hp_fabric_new() (libfabric reads them while it opens the endpoint). */
+/* Memory (issue 13 §7): libfabric initialises every provider it has
+ * unless FI_PROVIDER names one, and the tcp and rxm providers size their
+ * queues and buffer pools from the environment, ~70 MB per endpoint by
+ * default; for our messages (<= 4 KiB + header, a few in flight) the
+ * values in fabric.c keep the agent near 9 MB with the fabric open.
+ * hp_fabric_env_set() puts each in the environment where the user set
+ * nothing (FI_PROVIDER: hp_fabric_default_provider()) and returns which
+ * it set; hp_fabric_env_unset() takes those out again, so workers spawned
+ * later do not inherit them. Call both from the thread that owns the
+ * environment, around hp_fabric_new() (libfabric reads them while it
+ * initialises and opens the endpoint). */
 unsigned hp_fabric_env_set(void);
 void hp_fabric_env_unset(unsigned mask);
+
+/* The provider the agents use when FI_PROVIDER is unset: "efa" where an
+ * RDMA device is bound to the efa driver (HyperPod), else "tcp". Reads
+ * /sys/class/infiniband (HP_SYSFS_INFINIBAND overrides it, for tests). */
+const char *hp_fabric_default_provider(void);
 
 /* Closes everything; pending operations are cancelled. NULL does nothing.
  * Call hp_fabric_leave() first for a clean departure. */

@@ -330,7 +330,11 @@ int main(int argc, char **argv)
 		hp_log_level = HP_LOG_DEBUG;
 
 	int err;
+	/* the agent's sizes and provider choice (xnode.c), so the
+	 * collectives are tested as the agent runs them */
+	unsigned knobs = hp_fabric_env_set();
 	struct hp_fabric *f = hp_fabric_new(&o, &err);
+	hp_fabric_env_unset(knobs);
 	if (!f) {
 		printf("skip no usable libfabric provider (%d)\n", err);
 		return 77;
