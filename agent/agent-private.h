@@ -203,6 +203,8 @@ void ipr_group_spawned(struct hp_agent *a);
 int ipr_cmd_start(struct hp_agent *a, const struct hp_start_req *r);
 int ipr_cmd_stop(struct hp_agent *a, const struct hp_stop_req *r);
 int ipr_cmd_update(struct hp_agent *a, const struct hp_start_req *r);
+/* /shutdown: any barrier wait or cross-node round ends now. */
+void ipr_cmd_shutdown(struct hp_agent *a);
 /* the reference's handle_spare_update: priority for a fresh non-spare
  * node, a process-level restart on non-spare -> spare */
 void ipr_spare_update(struct hp_agent *a, bool spare, int fault_count);

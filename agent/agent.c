@@ -1229,6 +1229,8 @@ static int cmd_update(struct hp_agent *a, struct hp_cmd *cmd)
 static int cmd_shutdown(struct hp_agent *a)
 {
 	hp_info("agent", "/shutdown");
+	if (agent_ipr(a))
+		ipr_cmd_shutdown(a);
 	agent_fire(a, HP_EV_SHUTDOWN, NULL, NULL);
 	if (a->stage == STAGE_STOPPING) {
 		a->after_stop = AFTER_SHUTDOWN;

@@ -382,6 +382,17 @@ int ipr_cmd_stop(struct hp_agent *a, const struct hp_stop_req *r)
 	return 0;
 }
 
+void ipr_cmd_shutdown(struct hp_agent *a)
+{
+	/* a barrier wait or a cross-node round still under way would decide
+	 * on its own later (its timeout, its failure: a process-level
+	 * restart that respawns the workers): the shutdown decides now, and
+	 * the round's peers hear this node give up at once */
+	if (a->ipr_wait != IPR_WAIT_NONE || xnode_round_running(a))
+		hp_info("ipr", "/shutdown: the barrier wait ends here");
+	cancel_wait(a);
+}
+
 int ipr_cmd_update(struct hp_agent *a, const struct hp_start_req *r)
 {
 	agent_apply_rdzv(a, r, false);

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -988,6 +989,10 @@ static void *round_main(void *arg)
 		rc = open_endpoint(x, r);
 	if (rc == 0 && !r->disabled)
 		rc = exchange_peers(x, r, base, until);
+	if (rc == -ECANCELED && x->f)
+		/* stopped before the collectives: peers that already have
+		 * the table (and wait in the barrier) fail at once */
+		hp_fabric_abandon(x->f, r->epoch, "its agent was stopped");
 	if (rc == 0 && !r->disabled)
 		rc = collectives(x, r, until);
 	if (base)
@@ -1279,18 +1284,60 @@ bool xnode_round_running(const struct hp_agent *a)
 	return a->xnode && a->xnode->running && a->xnode->wanted;
 }
 
+/* The reference reads restart_mode as a RestartMode member name, any
+ * case; local mode's peers send "plr" (xnode_tell_peers). */
+static bool stop_wants_plr(const struct hp_agent *a, const char *mode)
+{
+	return mode && (strcasecmp(mode, "process_level_restart") == 0 ||
+			(a->cfg->mode == HP_MODE_LOCAL &&
+			 strcmp(mode, "plr") == 0));
+}
+
 bool xnode_defer_stop(struct hp_agent *a, const struct hp_stop_req *r)
 {
 	if (!xnode_round_running(a))
 		return false;
 	struct hp_xnode *x = a->xnode;
+	unsigned long long e = (unsigned long long)x->r.epoch;
+	/* A process-level restart needs no round: the round is abandoned
+	 * now (its peers hear an ABORT) and ipr_cmd_stop() restarts the
+	 * processes at once, not after the round's deadline. */
+	if (stop_wants_plr(a, r->restart_mode)) {
+		hp_info(COMP, "/stop (process-level) during the cross-node "
+			"round of epoch %llu: the round is abandoned", e);
+		xnode_round_cancel(a);
+		return false;
+	}
+	if (a->cfg->mode == HP_MODE_OPERATOR && x->r.kind == ROUND_START) {
+		/* the run the /start asked for has not begun: the operator's
+		 * /stop undoes it at once; the ranks stay at the barrier,
+		 * READY and paused as after an in-process stop, for the next
+		 * /start */
+		hp_info(COMP, "/stop during the cross-node round of epoch %llu "
+			"before the first run: the round is abandoned, the "
+			"ranks stay at the barrier", e);
+		xnode_round_cancel(a);
+		a->start_pending = false;
+		a->priority = true;
+		return true;
+	}
+	if (a->cfg->mode == HP_MODE_OPERATOR) {
+		/* the barrier of the in-process restart a /stop began: the
+		 * reference refuses STOPPING -> STOPPING, so a second /stop
+		 * changes nothing, and the round goes on */
+		hp_info(COMP, "/stop during the cross-node round of epoch %llu "
+			"of an in-process restart: nothing more to stop", e);
+		return true;
+	}
+	/* local mode: a peer's in-process /stop during our round is applied
+	 * once it ended, as if the loop had waited for it */
 	free(x->stop.restart_mode);
 	x->stop = *r;
 	x->stop.restart_mode = r->restart_mode ? xstrdup(r->restart_mode)
 					       : NULL;
 	x->stop_deferred = true;
 	hp_info(COMP, "/stop during the cross-node round of epoch %llu: "
-		"applied when it ends", (unsigned long long)x->r.epoch);
+		"applied when it ends", e);
 	return true;
 }
 

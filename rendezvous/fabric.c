@@ -1020,6 +1020,24 @@ static int coll_begin(struct hp_fabric *f, unsigned op, uint64_t epoch,
 	return 0;
 }
 
+/* An ABORT is best effort: this long at most to hand it to the provider
+ * (connected peers take it at once), as nothing progresses the endpoint
+ * between rounds. */
+#define ABORT_OUT_MS 200
+
+/* Progresses until every send to a live peer completed, or ms passed. */
+static void push_out(struct hp_fabric *f, int ms)
+{
+	uint64_t until = now_ns() + (uint64_t)ms * 1000000u;
+	for (;;) {
+		bool live = false;
+		for (unsigned r = 0; r < f->size && !live; r++)
+			live = f->inflight[r] && !f->gone[r];
+		if (!live || now_ns() >= until || progress_wait(f, until) < 0)
+			return;
+	}
+}
+
 /* Progresses until this collective's required sends are out (see
  * tx_pending), within its deadline; sends to a peer that left do not
  * count. Returns 0, or the failure (recorded in c->fail_rc). */
@@ -1073,6 +1091,7 @@ static int coll_end(struct hp_fabric *f, int rc)
 					     .len = (uint32_t)strlen(
 						     c->fail_text)};
 			send_all(f, &h, c->fail_text);
+			push_out(f, ABORT_OUT_MS);
 		}
 		snprintf(f->err, sizeof(f->err), "%s", c->fail_text);
 		hp_debug(COMP, "%s", f->err);
@@ -1096,8 +1115,11 @@ static int wait_round(struct hp_fabric *f)
 		if (c->fail_rc)
 			return c->fail_rc;
 		if (atomic_exchange(&f->cancel, false)) {
-			coll_fail(f, -ECANCELED, true, "%s epoch %" PRIu64
-				  " cancelled", op_name(c->op), c->epoch);
+			/* not "told": coll_end's ABORT fails the peers
+			 * waiting on us at once (the operator stopped us) */
+			coll_fail(f, -ECANCELED, false, "%s epoch %" PRIu64
+				  " cancelled on rank %u", op_name(c->op),
+				  c->epoch, f->rank);
 			return c->fail_rc;
 		}
 		uint64_t now = now_ns();
@@ -1761,6 +1783,30 @@ int hp_fabric_leave(struct hp_fabric *f, int deadline_ms)
 		if (rc < 0)
 			return rc;
 	}
+	return 0;
+}
+
+int hp_fabric_abandon(struct hp_fabric *f, uint64_t epoch,
+		      const char *why)
+{
+	if (f->left || !f->peers_set || f->c.active)
+		return -EINVAL;
+	if (epoch < f->epoch || (f->has_failed && epoch <= f->failed_epoch))
+		return 0; /* nothing of it left to tell */
+	f->epoch = epoch;
+	f->seq = 0;
+	f->has_failed = true;
+	f->failed_epoch = epoch;
+	char text[256];
+	snprintf(text, sizeof(text), "rank %u abandoned epoch %" PRIu64 ": %s",
+		 f->rank, epoch, why ? why : "cancelled");
+	struct wire_hdr h = {.op = HP_FABRIC_OP_ABORT,
+			     .epoch = epoch,
+			     .seq = 0,
+			     .arg = ECANCELED,
+			     .len = (uint32_t)strlen(text)};
+	send_all(f, &h, text);
+	push_out(f, ABORT_OUT_MS);
 	return 0;
 }
 

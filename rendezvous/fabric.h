@@ -145,6 +145,15 @@ int hp_fabric_bcast(struct hp_fabric *f, uint64_t epoch, unsigned root,
  * only hp_fabric_free() is useful. Returns 0 or -ETIMEDOUT. */
 int hp_fabric_leave(struct hp_fabric *f, int deadline_ms);
 
+/* This rank gives up epoch before its first collective began (the agent
+ * was stopped while it waited for the peer table): every peer gets an
+ * ABORT for that epoch's first collective, so one already waiting there,
+ * or arriving later, fails at once with -ECANCELED instead of at its
+ * deadline; the epoch is never used here again. Waits at most 200 ms for
+ * the messages to go out. Returns 0, or -EINVAL without peers or inside
+ * a collective. */
+int hp_fabric_abandon(struct hp_fabric *f, uint64_t epoch, const char *why);
+
 /* Has rank said BYE (hp_fabric_leave) since the peers were last set?
  * Only what a collective or hp_fabric_dispatch() has read counts. */
 bool hp_fabric_gone(const struct hp_fabric *f, unsigned rank);

@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import harness
 import hp_operator as op
@@ -392,6 +393,94 @@ class OperatorCrossNode(Nodes):
         st = op.wait_state(ports[0], "ready", T)
         self.assertEqual(st["restartMode"], "process_level_restart", st)
 
+
+    # -- the operator stops a node while its round waits (issue 13 §4) ----
+    def round_waiting(self, ports, nodes):
+        """Both nodes run (fault count 0); then node 0 alone is stopped:
+        its barrier round waits for node 1, which runs on and never
+        comes. Returns once node 0's round is under way."""
+        for p in ports:
+            op.wait_state(p, "ready", T)
+        self.start_all(ports, 0)
+        for n in nodes:
+            wait_records(n, "run", 2, T, restart=0)
+        op.stop(ports[0])
+        nodes[0].wait_line(r"INFO xnode \d+: cross-node round, epoch \d+ "
+                           r"\(deadline 30000 ms\)", T)
+
+    def assertPrompt(self, what, fn, *args, **kw):
+        """A command answered within 1 s while a round waits: no command
+        to the agent waits on a fabric round (issue 13, Done when)."""
+        t0 = time.monotonic()
+        out = fn(*args, **kw)
+        took = time.monotonic() - t0
+        self.assertLess(took, 1.0, "%s took %.2f s during the round" % (what, took))
+        return out
+
+    def test_plr_stop_during_a_waiting_round_restarts_at_once(self):
+        (a0, a1), ports = self.boot(timeout=30)
+        self.round_waiting(ports, (a0, a1))
+        old = set(ready_pids(a0))
+        st = self.assertPrompt("GET /status", op.status, ports[0])
+        self.assertEqual(st["status"], "stopping", st)
+        self.assertPrompt("/update", op.update, ports[0], 0, 2, 0, "127.0.0.1", 29612)
+        self.assertPrompt("/stop (ipr)", op.stop, ports[0])  # nothing more
+        t0 = time.monotonic()
+        self.assertPrompt("/stop (plr)", op.stop, ports[0],
+                          restart_mode="process_level_restart")
+        a0.wait_line(r"process-level restart: /stop asked for a "
+                     r"process-level restart", T)
+        took = time.monotonic() - t0
+        self.assertLess(took, 5.0, "the round was not abandoned at once")
+        a0.wait_line(r"INFO xnode \d+: /stop \(process-level\) during the "
+                     r"cross-node round of epoch \d+: the round is abandoned", 0)
+        op.wait_state(ports[0], "ready", T)
+        self.assertEqual(len(set(ready_pids(a0)) - old), 2, "two new processes")
+        self.assertFalse(a0.matches(r"timed out|was not complete within"), a0.tail())
+        self.assertEqual(op.status(ports[1])["status"], "running")
+
+    def test_shutdown_during_a_waiting_round_ends_it_at_once(self):
+        (a0, a1), ports = self.boot(timeout=30)
+        self.round_waiting(ports, (a0, a1))
+        t0 = time.monotonic()
+        self.assertPrompt("/shutdown", op.shutdown, ports[0])
+        a0.wait(T)
+        took = time.monotonic() - t0
+        self.assertLess(took, 10.0, "the agent waited for its round")
+        a0.wait_line(r"INFO ipr \d+: /shutdown: the barrier wait ends here", 0)
+        a0.wait_line(r"INFO xnode \d+: epoch \d+: cross-node round cancelled", 0)
+        self.assertFalse(a0.matches(r"timed out|was not complete within"), a0.tail())
+
+    def test_stop_during_the_start_round_abandons_it_and_the_next_start_works(self):
+        (a0, a1), ports = self.boot(timeout=30)
+        for p in ports:
+            op.wait_state(p, "ready", T)
+        # only node 0 is started: its round before the first run waits for
+        # node 1; the operator's /stop undoes the /start at once
+        op.start(ports[0], 0, 2, 0, "127.0.0.1", 29611)
+        a0.wait_line(r"INFO xnode \d+: cross-node round before the first run, "
+                     r"epoch \d+ \(deadline 30000 ms\)", T)
+        st = self.assertPrompt("GET /status", op.status, ports[0])
+        self.assertEqual(st["status"], "ready", st)
+        t0 = time.monotonic()
+        self.assertPrompt("/stop", op.stop, ports[0])
+        a0.wait_line(r"the round's outcome is no longer needed", T)
+        self.assertLess(time.monotonic() - t0, 5.0, "the round was not abandoned at once")
+        a0.wait_line(r"before the first run: the round is abandoned, the "
+                     r"ranks stay at the barrier", 0)
+        st = op.status(ports[0])
+        self.assertEqual(st["status"], "ready", st)
+        self.assertEqual(st.get("priority"), "True", st)
+        self.assertEqual(records(a0, "run"), [], "released after the /stop")
+        # the next /start of both: one round, every rank runs with one id
+        self.start_all(ports, 1)
+        runs = {rec["rank"]: rec for n in (a0, a1)
+                for rec in wait_records(n, "run", 2, T, restart=1)}
+        self.assertEqual(sorted(runs), [0, 1, 2, 3])
+        for n in (a0, a1):
+            n.wait_line(r"INFO xnode \d+: every node is at the barrier, epoch "
+                        r"\d+", 0)
+            self.assertFalse(n.matches("process-level restart"), n.tail())
 
 if __name__ == "__main__":
     if not have_tcp_provider():
