@@ -108,6 +108,10 @@ struct hp_xnode {
 	uv_async_t done;
 };
 
+/* An endpoint was opened once in this process (libfabric initialised
+ * with our environment); the loop's thread only. */
+static bool fabric_initialised;
+
 /* ------------------------------------------------------------------ */
 /* HTTP between agents: libevent's client on an event base of our own  */
 
@@ -1013,6 +1017,8 @@ static void join_round(struct hp_xnode *x)
 	hp_fabric_env_unset(x->env_mask);
 	x->env_mask = 0;
 	struct round *r = &x->r;
+	if (r->opened)
+		fabric_initialised = true;
 	if (r->disabled) {
 		hp_warn(COMP, "%s: running the in-process restart without "
 			"cross-node coordination", r->why);
@@ -1235,7 +1241,10 @@ static bool round_begin(struct hp_agent *a, enum round_kind kind)
 	node_record(a, r->rec);
 	memcpy(r->nccl, a->nccl_id, sizeof(r->nccl));
 	atomic_store(&x->cancel, false);
-	if (!x->f)
+	/* libfabric reads its provider choice and sizes once, when it
+	 * initialises: only the first endpoint of the process needs them,
+	 * and workers spawned while they are set would inherit them */
+	if (!x->f && !fabric_initialised)
 		x->env_mask = hp_fabric_env_set(); /* on the loop's thread */
 	/* the thread takes no signal: they are the loop's */
 	sigset_t all, old;

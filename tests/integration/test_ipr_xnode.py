@@ -299,11 +299,11 @@ class OperatorCrossNode(Nodes):
     addresses come with it); rank 0's table is found through
     HYPERPODRUN_FABRIC_ROOT, as every agent here has its own port."""
 
-    def boot(self, timeout):
+    def boot(self, timeout, nnodes=2):
         port0 = harness.free_port()
         nodes = []
-        for g in (0, 1):
-            args = ["--rdzv-backend=hyperpod", "--nnodes=2",
+        for g in range(nnodes):
+            args = ["--rdzv-backend=hyperpod", "--nnodes=%d" % nnodes,
                     "--nproc-per-node", "2",
                     "--server-port", str(port0) if g == 0 else "0",
                     "--inprocess-restart", "--inprocess-timeout", str(timeout),
@@ -324,7 +324,7 @@ class OperatorCrossNode(Nodes):
 
     def start_all(self, ports, fault_count):
         for g, port in enumerate(ports):
-            op.start(port, g, 2, fault_count, "127.0.0.1", 29611)
+            op.start(port, g, len(ports), fault_count, "127.0.0.1", 29611)
 
     def test_operator_stop_meets_on_the_fabric_and_shares_the_id(self):
         (a0, a1), ports = self.boot(timeout=20)
@@ -481,6 +481,46 @@ class OperatorCrossNode(Nodes):
             n.wait_line(r"INFO xnode \d+: every node is at the barrier, epoch "
                         r"\d+", 0)
             self.assertFalse(n.matches("process-level restart"), n.tail())
+
+    def test_peer_stopped_mid_round_fails_the_others_at_once(self):
+        # three nodes, the fabric set up at fault count 1; then nodes 0 and
+        # 1 are stopped and wait for node 2 (still running); node 1 is
+        # then restarted process-level: it gives up the round and tells
+        # its peers, so when node 2 comes (table complete: node 1 joined
+        # before) nodes 0 and 2 fail at once instead of waiting 30 s for
+        # node 1 at the barrier
+        nodes, ports = self.boot(timeout=30, nnodes=3)
+        for p in ports:
+            op.wait_state(p, "ready", T)
+        self.start_all(ports, 0)
+        for n in nodes:
+            wait_records(n, "run", 2, T, restart=0)
+        for p in ports:
+            op.stop(p)
+        for p in ports:
+            op.wait_state(p, "ready", T)
+        self.start_all(ports, 1)
+        for n in nodes:
+            wait_records(n, "run", 2, T, restart=1)
+        op.stop(ports[0])
+        op.stop(ports[1])
+        for n in nodes[:2]:
+            n.wait_line(r"INFO xnode \d+: cross-node round, epoch 6 \(deadline "
+                        r"30000 ms\)", T)
+        # rank 1 is in epoch 6's table before it gives up
+        nodes[0].wait_lines(r'"POST /fabric/join" 200', 2 * 3 + 2, T)
+        op.stop(ports[1], restart_mode="process_level_restart")
+        nodes[1].wait_line(r"process-level restart: /stop asked for a "
+                           r"process-level restart", T)
+        t0 = time.monotonic()
+        op.stop(ports[2])
+        for n in (nodes[0], nodes[2]):
+            m = n.wait_line(r"process-level restart: cross-node barrier failed: "
+                            r"barrier epoch 6 aborted by rank 1: rank 1 abandoned "
+                            r"epoch 6", T)
+        self.assertLess(time.monotonic() - t0, 10.0, "a peer waited for rank 1")
+        for n in nodes:
+            self.assertFalse(n.matches(r"epoch 6 timed out"), n.tail())
 
 if __name__ == "__main__":
     if not have_tcp_provider():

@@ -210,10 +210,13 @@ class Cluster(harness.ProcessTest):
             pid = self.bed.pid1(i)
             try:
                 with open("/proc/%d/status" % pid) as f:
-                    rss = [l.split()[1] for l in f if l.startswith("VmRSS:")]
+                    kb = dict(l.split()[:2] for l in f
+                              if l.startswith(("VmRSS:", "VmHWM:")))
                 self.bench("host %d agent RSS, fabric loaded (MB)" % i,
-                           int(rss[0]) / 1024.0)
-            except (OSError, TypeError, IndexError):
+                           int(kb["VmRSS:"]) / 1024.0)
+                self.bench("host %d agent peak RSS (VmHWM), fabric loaded (MB)"
+                           % i, int(kb["VmHWM:"]) / 1024.0)
+            except (OSError, TypeError, KeyError, ValueError):
                 pass
         for i in range(NHOSTS):
             self.call(i, "POST", "/shutdown")
