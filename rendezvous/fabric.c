@@ -170,6 +170,7 @@ struct hp_fabric {
 	struct fid_av *av;
 	int wait_fd;
 	bool mr_local;
+	bool ordered; /* FI_ORDER_SAS: a peer's messages arrive in order */
 	size_t inject_size;
 	uint64_t spin_ns;
 	uint64_t idle_since_ns;
@@ -557,6 +558,22 @@ static void check_gone(struct hp_fabric *f)
 			  "%s epoch %" PRIu64 " failed: rank %u left the "
 			  "fabric",
 			  op_name(c->op), c->epoch, (unsigned)c->waits_on);
+	/* A message of a later epoch from the rank we wait for: it left our
+	 * epoch (finished or gave up) and, its messages being in order,
+	 * sent us all it ever will for it. What we still wait for will not
+	 * come. */
+	if (c->waits_on == NO_RANK || !f->ordered || round_done(c) ||
+	    c->fail_rc)
+		return;
+	for (const struct qmsg *m = f->qhead; m; m = m->next)
+		if (m->h.src == c->waits_on && m->h.epoch > c->epoch) {
+			coll_fail(f, -ESTALE, false,
+				  "%s epoch %" PRIu64 " failed: rank %u moved "
+				  "on to epoch %" PRIu64,
+				  op_name(c->op), c->epoch,
+				  (unsigned)c->waits_on, m->h.epoch);
+			return;
+		}
 }
 
 /* --- applying a message to the collective in progress ------------------------ */
@@ -1453,6 +1470,8 @@ static struct hp_fabric *fabric_open(const struct hp_fabric_options *o,
 		goto out;
 	}
 	f->inject_size = f->info->tx_attr->inject_size;
+	f->ordered = (f->info->tx_attr->msg_order & FI_ORDER_SAS) &&
+		     (f->info->rx_attr->msg_order & FI_ORDER_SAS);
 	snprintf(f->provider, sizeof(f->provider), "%s",
 		 f->info->fabric_attr->prov_name);
 	f->mr_local = f->info->domain_attr->mr_mode & FI_MR_LOCAL;

@@ -120,7 +120,10 @@ int hp_fabric_set_peers(struct hp_fabric *f, const void *const names[],
  *   -ECONNRESET  a rank this one waited for left (hp_fabric_leave()).
  *   -EIO         an error completion (the text has fi_strerror's).
  *   -EPROTO      a peer runs a different collective at the same point.
- *   -ESTALE      the epoch was already abandoned after an error here.
+ *   -ESTALE      the epoch was already abandoned after an error here, or
+ *                a rank this one waited for sent a message of a later
+ *                epoch (it moved on, and will send nothing more for this
+ *                one; with ordered messages only).
  *   -ESHUTDOWN   hp_fabric_leave() was called.
  * and the same code when another rank failed the collective first and
  * told us (the text then says "aborted by rank R: ..."). After any error

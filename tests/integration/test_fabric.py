@@ -165,9 +165,10 @@ def runqueue_ms(pid):
 
 
 def case_kill(peer, n, victim, deadline_ms=1500):
-    """The victim sits in a barrier of a later epoch (its messages must be
-    queued by the others, never counted), then dies by SIGKILL while the
-    others are inside theirs."""
+    """The victim stops progressing after epoch 4 (it sits in "wait"), then
+    dies by SIGKILL while the others are inside their barrier: they time
+    out at their deadline and name it. (A victim in a later epoch fails
+    them at once instead: case_movedon.)"""
     # After the failure, epoch 5 is abandoned: a retry in it must be
     # refused at once (-ESTALE), not run into the same wall.
     # Epoch 4 first, every rank in it: the ranks then enter epoch 5 within
@@ -178,13 +179,13 @@ def case_kill(peer, n, victim, deadline_ms=1500):
     # "waiting for ranks 10,11" with victim 9).
     scripts = [["barrier:4:60000", f"barrier:5:{deadline_ms}",
                 "barrier:5:60000"] for _ in range(n)]
-    scripts[victim] = ["barrier:4:60000", "barrier:6:60000"]
+    scripts[victim] = ["barrier:4:60000", "wait"]
     g = Group(peer, n, scripts)
     try:
         waited = {}
         for r in range(n):
-            e = 6 if r == victim else 5
-            g.wait_line(r, lambda l: l.startswith(f"begin barrier:{e}:"))
+            want = "begin wait" if r == victim else "begin barrier:5:"
+            g.wait_line(r, lambda l: l.startswith(want))
             waited[r] = runqueue_ms(g.procs[r].pid)
         g.procs[victim].send_signal(signal.SIGKILL)
         for r in range(n):
@@ -259,6 +260,28 @@ def case_mismatch(peer, n=4, deadline_ms=10000):
     g.assert_all_exited()
 
 
+def case_movedon(peer, n=4, deadline_ms=10000):
+    """Every rank but 0 is at epoch 9 already; rank 0 waits at epoch 8 for
+    rank n-1, whose epoch-9 message comes instead: rank 0 fails fast with
+    -ESTALE ("moved on"), not at its deadline, then meets them at 9."""
+    scripts = [[f"barrier:9:{deadline_ms}"] for _ in range(n)]
+    scripts[0] = [f"barrier:8:{deadline_ms}", f"barrier:9:{deadline_ms}"]
+    g = Group(peer, n, scripts)
+    try:
+        lines = g.finish()
+    finally:
+        g.kill()
+    line = results(lines[0])[scripts[0][0]][0]
+    assert line.startswith("fail ") and "rc=ESTALE" in line and \
+        f"rank {n - 1} moved on to epoch 9" in line, f"rank 0: {line}"
+    ms = float(re.search(r"ms=([0-9.]+)", line).group(1))
+    assert ms < deadline_ms / 2, f"rank 0 waited {ms} ms: {line}"
+    assert results(lines[0])[scripts[0][1]][0].startswith("ok "), lines[0]
+    for r in range(1, n):
+        expect_ok(lines[r], scripts[r])
+    g.assert_all_exited()
+
+
 def case_dispatch(peer, n=4):
     """Rank 0 sits in its loop (poll on hp_fabric_fd, hp_fabric_dispatch)
     while the others enter a barrier: their messages must be queued, then
@@ -326,6 +349,8 @@ def main():
             case_dispatch(peer, n)
         elif case == "stale":
             case_stale(peer, n)
+        elif case == "movedon":
+            case_movedon(peer, n)
         else:
             print(f"unknown case {case}")
             return 99
