@@ -852,7 +852,7 @@ static int exchange_peers(struct hp_xnode *x, struct round *r,
 			       (unsigned long long)r->epoch);
 	int delay = 10, rc = -ETIMEDOUT, status = 0;
 	long long next_probe = now_ms() + PROBE_EVERY_MS;
-	bool joined = false;
+	bool joined = false, complete = false;
 	char *body = NULL;
 	char last[160] = "no answer";
 	while (now_ms() < until && !atomic_load(&x->cancel)) {
@@ -870,10 +870,14 @@ static int exchange_peers(struct hp_xnode *x, struct round *r,
 					  &body);
 		if (rc == 0 && status == 200 && !joined) {
 			joined = true;
+			hp_info(COMP, "epoch %llu: joined the peer table on %s",
+				(unsigned long long)r->epoch, x->root_http);
 			continue;
 		}
-		if (rc == 0 && status == 200)
+		if (rc == 0 && status == 200) {
+			complete = true;
 			break;
+		}
 		if (rc == 0 && status >= 400 && status < 500 && status != 409) {
 			snprintf(r->why, sizeof(r->why),
 				 "%s refused our record (%d): %.200s",
@@ -916,16 +920,20 @@ static int exchange_peers(struct hp_xnode *x, struct round *r,
 			poll(NULL, 0, (int)HP_MIN(stop - now_ms(), 50LL));
 		delay = HP_MIN(delay * 2, 250);
 	}
-	if (rc == 0)
+	/* the loop also ends right after the join's 200 (cancelled, or out
+	 * of time): only a complete table counts */
+	if (complete) {
 		rc = apply_peers(x, r, body);
-	else if (atomic_load(&x->cancel)) {
+	} else if (atomic_load(&x->cancel)) {
 		snprintf(r->why, sizeof(r->why), "the round was cancelled");
 		rc = -ECANCELED;
-	} else
+	} else {
+		rc = -ETIMEDOUT;
 		snprintf(r->why, sizeof(r->why), "cross-node peer table of epoch %llu "
 			 "on %s was not complete within the round's %d ms (%s)",
 			 (unsigned long long)r->epoch, x->root_http,
 			 r->deadline_ms, last);
+	}
 out:
 	free(path);
 	free(body);
