@@ -613,7 +613,11 @@ static int open_endpoint(struct hp_xnode *x, struct round *r)
 		free(node);
 		return -ENETUNREACH;
 	}
+	/* FI_PROVIDER as the user set it, else our choice (what the first
+	 * endpoint's environment named, hp_fabric_env_set) */
 	const char *prov = getenv("FI_PROVIDER");
+	if (!prov)
+		prov = hp_fabric_default_provider();
 	struct hp_fabric_options o = {
 		.rank = x->rank,
 		.size = x->size,
