@@ -306,7 +306,10 @@ s.connect(os.environ["HYPERPOD_ELASTICAGENT_SOCKET_SERVER_PATH"])
 lr = int(os.environ["LOCAL_RANK"])
 s.sendall(frame({"type": "init", "client_id": "w%d" % lr, "local_rank": lr}))
 s.sendall(frame({"type": "at_rcb_barrier", "client_id": "w%d" % lr, "local_rank": lr}))
-print("worker %d at the barrier, never reading" % lr, flush=True)
+# one write(2) per line: print() under PYTHONUNBUFFERED writes the text
+# and the newline apart, and two workers' pieces can interleave
+sys.stdout.write("worker %d at the barrier, never reading\n" % lr)
+sys.stdout.flush()
 time.sleep(3600)   # holds the socket and never reads it
 """
 
@@ -321,7 +324,8 @@ lr = int(os.environ["LOCAL_RANK"])
 s.sendall(frame({"type": "init", "client_id": "p%d" % lr, "local_rank": lr}))
 s.sendall(frame({"type": "ckpt_init", "client_id": "p%d" % lr, "local_rank": lr,
                  "prefix": "run", "checkpoint_types": {"model_checkpoint": 2}}))
-print("plr worker %d registered" % lr, flush=True)
+sys.stdout.write("plr worker %d registered\n" % lr)  # one write(2)
+sys.stdout.flush()
 time.sleep(3600)
 """
 
