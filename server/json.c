@@ -83,11 +83,13 @@ char *hp_json_status(const struct hp_status *st)
 	if (st->ipversion)
 		cJSON_AddStringToObject(o, "ipversion", st->ipversion);
 	if (st->progress_json) {
+		/* checked, then spliced as the agent wrote it: cJSON's
+		 * number printer would turn a step of 10^15 into 1e+15, a
+		 * float to the operator's JSON reader */
 		cJSON *pr = cJSON_Parse(st->progress_json);
 		if (cJSON_IsObject(pr) && pr->child)
-			cJSON_AddItemToObject(o, "progress", pr);
-		else
-			cJSON_Delete(pr);
+			cJSON_AddRawToObject(o, "progress", st->progress_json);
+		cJSON_Delete(pr);
 	}
 	if (st->agent_version)
 		cJSON_AddStringToObject(o, "agent_version", st->agent_version);

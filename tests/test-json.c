@@ -582,6 +582,21 @@ static void test_status_empty_progress(void **st)
 	free(j);
 }
 
+/* A step of 10^15 stays an integer: cJSON's own number printer would
+ * give 1e+15, which a JSON reader takes for a float. */
+static void test_status_large_progress_count(void **st)
+{
+	struct hp_status s = {
+		.status = "running",
+		.progress_json = "{\"run\":{\"progressData\":\"/c/1\","
+				 "\"progressCount\":1000000000000000}}",
+		.assigned_rank = -1};
+	char *j = hp_json_status(&s);
+	assert_non_null(strstr(j, "\"progressCount\":1000000000000000}"));
+	assert_null(strstr(j, "e+"));
+	free(j);
+}
+
 /* Issue 12 §2: 100k bad rankIps entries give 20 errors, a long string
  * input comes back cut, and a short one exactly as pydantic gives it. */
 static void test_bounded_errors(void **st)
@@ -638,6 +653,7 @@ int main(void)
 		cmocka_unit_test(test_status_minimal),
 		cmocka_unit_test(test_status_full),
 		cmocka_unit_test(test_status_empty_progress),
+		cmocka_unit_test(test_status_large_progress_count),
 		cmocka_unit_test(test_bounded_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
