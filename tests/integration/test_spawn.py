@@ -38,7 +38,7 @@ report = {
     "cwd": os.getcwd(),
     "stdout_is_file": os.path.samefile("/proc/self/fd/1", os.path.join(rdir, "stdout.log")),
 }
-print("probe " + json.dumps(report), flush=True)
+os.write(1, ("probe " + json.dumps(report) + "\n").encode())
 """
 
 # Attempt 0 of rank 0 plants something in attempt 1's place and fails;
@@ -62,7 +62,8 @@ if attempt == "0":
                 f.write("a file where attempt_1/ should be\n")
         sys.exit(3)
     sys.exit(0)
-print(f"attempt1 rank {rank} stale_present={os.path.exists(ef)}", flush=True)
+# one write(2): two workers' print() pieces would interleave
+os.write(1, f"attempt1 rank {rank} stale_present={os.path.exists(ef)}\n".encode())
 sys.exit(0)
 """
 
