@@ -579,13 +579,17 @@ static void spawn_failed(struct hp_agent *a, int local_rank,
 				      strerror(-rc));
 }
 
-/* One vfork per worker: each returns once the child has exec'd, so the
- * workers' program start-up runs while the next one is started. */
+/* Forks every worker first and only then waits for their execs, so the N
+ * children make their log files and exec in parallel: a restart costs one
+ * fork per worker, not one fork+exec round trip per worker. */
 static void spawn_group(struct hp_agent *a)
 {
 	char **argv = worker_argv(a);
+	int *errfd = xcalloc((size_t)a->nproc, sizeof(int));
 	int failed_rc = 0;
 	a->stage = STAGE_TRAIN;
+	for (int i = 0; i < a->nproc; i++)
+		errfd[i] = -1;
 	sigset_t reset;
 	hp_worker_signals_set(&reset);
 	for (int i = 0; i < a->nproc; i++) {
@@ -597,32 +601,50 @@ static void spawn_group(struct hp_agent *a)
 		char *prefix = line_prefix(a, i);
 		hp_logs_set_prefix(a->logs, i, prefix);
 		free(prefix);
-		const struct hp_spawn_fs *fs = NULL;
-		enum hp_spawn_step step = HP_SPAWN_EXEC;
 		int rc = hp_logs_open_rank(a->logs, i, &ofd, &efd);
 		if (rc == 0) {
-			fs = hp_logs_rank_fs(a->logs, i);
 			struct hp_spawn sp = {.argv = argv, .envp = envp,
 					      .stdout_fd = ofd,
 					      .stderr_fd = efd,
 					      .keep_pgrp = a->tty_fg,
 					      .reset = &reset,
-					      .fs = fs};
-			rc = hp_worker_spawn(&sp, &w->pid, &step);
+					      .fs = hp_logs_rank_fs(a->logs, i)};
+			rc = hp_worker_spawn_begin(&sp, &w->pid, &errfd[i]);
 			hp_logs_started_rank(a->logs, i);
 		}
 		hp_env_free(envp);
 		if (rc < 0) {
 			w->pid = 0;
-			spawn_failed(a, i, argv[0], hp_spawn_step_path(fs, step),
-				     rc);
+			spawn_failed(a, i, argv[0], NULL, rc);
 			failed_rc = rc;
 			break;
 		}
-		hp_debug("agent", "worker %d started (pid %d)", i, (int)w->pid);
 		w->failed = false;
 		a->nrunning++;
 	}
+	for (int i = 0; i < a->nproc; i++) {
+		struct worker *w = &a->workers[i];
+		if (errfd[i] < 0)
+			continue;
+		enum hp_spawn_step step = HP_SPAWN_EXEC;
+		int rc = hp_worker_spawn_end(w->pid, errfd[i], &step);
+		if (rc < 0) {
+			/* the child is reaped already */
+			w->pid = 0;
+			a->nrunning--;
+			if (!failed_rc)
+				spawn_failed(a, i, argv[0],
+					     hp_spawn_step_path(
+						     hp_logs_rank_fs(a->logs, i),
+						     step),
+					     rc);
+			failed_rc = rc;
+		} else {
+			hp_debug("agent", "worker %d started (pid %d)", i,
+				 (int)w->pid);
+		}
+	}
+	free(errfd);
 	free_strv(argv);
 	a->spawn_starved = failed_rc == -EMFILE || failed_rc == -ENFILE ||
 			   failed_rc == -EAGAIN || failed_rc == -ENOMEM;

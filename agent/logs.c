@@ -10,8 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,11 +60,6 @@ struct hp_logs {
 	hp_logs_line_cb line_cb;
 	void *line_ud;
 	int closing; /* relay pipes whose close callback is pending */
-	/* the thread making the attempt's directories and files ahead of
-	 * the children (prefetch_main); joined before the next attempt */
-	pthread_t prefetch;
-	bool prefetching;
-	char **prefetch_paths; /* NULL-terminated; a trailing '/' = a dir */
 };
 
 static int mkdir_p(const char *path)
@@ -159,80 +152,8 @@ void hp_logs_set_line_cb(struct hp_logs *l, hp_logs_line_cb cb, void *ud)
 	l->line_ud = ud;
 }
 
-/* Makes the attempt's directories and empty log files in order while the
- * agent starts the workers one vfork at a time, so that filesystem work
- * (an ext4 inode allocation can take 0.1-0.5 ms) overlaps the workers'
- * starts instead of adding up in each child before its exec. Only ever
- * creates: a directory that exists is fine, and a file is made with
- * O_EXCL, never truncated, so whatever a worker already wrote stays. Each
- * child still makes whatever is missing itself. */
-static void *prefetch_main(void *arg)
-{
-	for (char **p = arg; *p; p++) {
-		size_t n = strlen(*p);
-		if (n && (*p)[n - 1] == '/') {
-			(*p)[n - 1] = '\0';
-			mkdir(*p, 0755);
-			continue;
-		}
-		int fd = open(*p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-		if (fd >= 0)
-			close(fd);
-	}
-	return NULL;
-}
-
-static void prefetch_join(struct hp_logs *l)
-{
-	if (l->prefetching)
-		pthread_join(l->prefetch, NULL);
-	l->prefetching = false;
-	if (l->prefetch_paths)
-		for (char **p = l->prefetch_paths; *p; p++)
-			free(*p);
-	free(l->prefetch_paths);
-	l->prefetch_paths = NULL;
-}
-
-/* Does stream s (0 stdout, 1 stderr) of rank i go to its log file? */
-static bool to_file(const struct hp_logs *l, int i, int s)
-{
-	const struct hp_config *c = l->cfg;
-	unsigned bit = (unsigned)(s + 1);
-	return ((unsigned)hp_std_for_rank(&c->tee, i) & bit) ||
-	       ((unsigned)hp_std_for_rank(&c->redirects, i) & bit) ||
-	       !hp_config_rank_shown(c, i);
-}
-
-static void prefetch_start(struct hp_logs *l)
-{
-	size_t n = 0;
-	char **v = xcalloc((size_t)l->nproc * 3 + 2, sizeof(char *));
-	v[n++] = xasprintf("%s/", l->attempt_dir);
-	for (int i = 0; i < l->nproc; i++) {
-		v[n++] = xasprintf("%s/", l->ranks[i].dir);
-		for (int s = 0; s < 2; s++)
-			if (to_file(l, i, s))
-				v[n++] = xstrdup(l->ranks[i].files[s]);
-	}
-	l->prefetch_paths = v;
-	/* no signal of the agent's may be delivered to this thread */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 64 * 1024);
-	l->prefetching = pthread_create(&l->prefetch, &attr, prefetch_main,
-					v) == 0;
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	/* without the thread each child makes its own, as it does anyway */
-}
-
 int hp_logs_begin_attempt(struct hp_logs *l, int attempt)
 {
-	prefetch_join(l);
 	/* paths only: each child makes its attempt and rank directory (and
 	 * unlinks a stale error file there) before it execs */
 	l->attempt = attempt;
@@ -246,7 +167,6 @@ int hp_logs_begin_attempt(struct hp_logs *l, int attempt)
 		rl->files[0] = xasprintf("%s/stdout.log", rl->dir);
 		rl->files[1] = xasprintf("%s/stderr.log", rl->dir);
 	}
-	prefetch_start(l);
 	return 0;
 }
 
@@ -545,7 +465,6 @@ void hp_logs_free(struct hp_logs *l)
 		for (int s = 0; s < 2; s++)
 			free(l->ranks[i].r[s].line);
 	}
-	prefetch_join(l);
 	/* the relays' close callbacks must run before the memory goes */
 	while (l->closing > 0)
 		uv_run(l->loop, UV_RUN_NOWAIT);

@@ -1,6 +1,6 @@
-/* worker.c — the one vfork() in hyperpodrun. Between vfork and exec the
- * child makes only async-signal-safe calls and writes no memory of the
- * agent's but its status word. Signals are blocked around vfork so that no
+/* worker.c — the one fork() in hyperpodrun. Between fork and exec the child
+ * makes only async-signal-safe calls: its process group, signals, its log
+ * directories and files, exec. Signals are blocked around fork so that no
  * handler runs in the child before its dispositions are reset (libuv's
  * process.c does the same). Never reaps a worker that exec'd: that is
  * agent.c's job. */
@@ -48,28 +48,19 @@ static enum hp_spawn_step child_fs(const struct hp_spawn_fs *fs)
 	return HP_SPAWN_EXEC;
 }
 
-/* What a child that did not exec leaves in its parent's memory (vfork
- * shares it until exec or _exit). */
-struct child_status {
-	int err;  /* errno; 0 = exec'd */
-	int step; /* enum hp_spawn_step */
-};
-
-static HP_NORETURN void child(const struct hp_spawn *sp,
-			      volatile struct child_status *st, pid_t parent)
+static HP_NORETURN void child(const struct hp_spawn *sp, int errpipe,
+			      pid_t parent)
 {
 	/* Our own process group, so the agent signals the worker and every
 	 * process it starts at once, and a terminal's ^C reaches only us;
-	 * at a terminal, the agent's (foreground) group instead. The parent
-	 * runs again only after our exec, so the group exists by then. */
+	 * at a terminal, the agent's (foreground) group instead. */
 	if (!sp->keep_pgrp)
 		setpgid(0, 0);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid() != parent)
 		_exit(127); /* the agent died before prctl took effect */
 
 	/* every handler and SIG_IGN back to the default while the mask
-	 * still blocks all: none of the agent's handlers may run here (they
-	 * would run on the agent's memory) */
+	 * still blocks all: none of the agent's handlers may run here */
 	for (int sig = 1; sig < NSIG; sig++) {
 		if (sig == SIGKILL || sig == SIGSTOP)
 			continue;
@@ -95,9 +86,10 @@ static HP_NORETURN void child(const struct hp_spawn *sp,
 
 	step = HP_SPAWN_EXEC;
 	execvpe(sp->argv[0], sp->argv, sp->envp);
-fail:
-	st->step = (int)step;
-	st->err = errno > 0 ? errno : EIO;
+fail:;
+	int msg[2] = {errno > 0 ? errno : EIO, (int)step};
+	while (write(errpipe, msg, sizeof(msg)) < 0 && errno == EINTR)
+		;
 	_exit(127);
 }
 
@@ -115,36 +107,67 @@ void hp_worker_signals_set(sigset_t *set)
 	}
 }
 
-int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid,
-		    enum hp_spawn_step *step)
+int hp_worker_spawn_begin(const struct hp_spawn *sp, pid_t *pid, int *errfd)
 {
-	/* vfork: no copy of the agent's page tables and no copy-on-write
-	 * faults after it (a fork cost the agent ~0.1 ms more per worker
-	 * than the floor's); we run again once the child has exec'd or
-	 * failed, so an exec failure needs no pipe */
-	volatile struct child_status st = {0, HP_SPAWN_EXEC};
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pid_t parent = getpid();
-	pid_t c = vfork();
+	pid_t c = fork();
 	if (c == 0)
-		child(sp, &st, parent);
+		child(sp, p[1], parent);
 	int fork_errno = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (c < 0)
+	close(p[1]);
+	if (c < 0) {
+		close(p[0]);
 		return -fork_errno;
-	if (st.err) {
-		/* reaped here, so the caller's waitpid(-1) never sees it */
-		int status;
-		while (waitpid(c, &status, 0) < 0 && errno == EINTR)
-			;
-		if (step)
-			*step = (enum hp_spawn_step)st.step;
-		return -st.err;
 	}
+	/* Also set the group from the parent: whichever runs first wins, and
+	 * a kill(-pid) right after we return must reach the child. */
+	if (!sp->keep_pgrp)
+		setpgid(c, c);
 	*pid = c;
+	*errfd = p[0];
 	return 0;
+}
+
+int hp_worker_spawn_end(pid_t pid, int errfd, enum hp_spawn_step *step)
+{
+	int msg[2] = {0, HP_SPAWN_EXEC};
+	ssize_t n;
+	do {
+		n = read(errfd, msg, sizeof(msg));
+	} while (n < 0 && errno == EINTR);
+	close(errfd);
+	if (n != (ssize_t)sizeof(msg))
+		return 0; /* EOF: the CLOEXEC end closed on a successful exec */
+	int st;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (step)
+		*step = msg[1] >= HP_SPAWN_EXEC && msg[1] <= HP_SPAWN_DUP
+				? (enum hp_spawn_step)msg[1]
+				: HP_SPAWN_EXEC;
+	return msg[0] > 0 ? -msg[0] : -EIO;
+}
+
+int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid,
+		    enum hp_spawn_step *step)
+{
+	pid_t c;
+	int fd;
+	int rc = hp_worker_spawn_begin(sp, &c, &fd);
+	if (rc < 0)
+		return rc;
+	rc = hp_worker_spawn_end(c, fd, step);
+	if (rc == 0)
+		*pid = c;
+	return rc;
 }
 
 const char *hp_spawn_step_path(const struct hp_spawn_fs *fs,

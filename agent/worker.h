@@ -1,10 +1,10 @@
-/* worker.h — vfork/exec of ONE child process (a worker, or a pre/post-train
- * script). It holds the only vfork() in the tree. The child resets its
+/* worker.h — fork/exec of ONE child process (a worker, or a pre/post-train
+ * script). It holds the only fork() in the tree. The child resets its
  * signal mask and dispositions, becomes its own process group leader, asks
  * for SIGKILL when the agent dies, makes its log directories and files,
- * and reports a failure before exec in the memory it shares with the
- * agent until then. Reaping is not done here: the agent reaps every worker
- * that exec'd with waitpid(-1) on SIGCHLD. */
+ * and reports a failure before exec through a close-on-exec pipe. Reaping
+ * is not done here: the agent reaps every worker that exec'd with
+ * waitpid(-1) on SIGCHLD. */
 #ifndef HP_WORKER_H
 #define HP_WORKER_H
 
@@ -14,10 +14,10 @@
 
 #include "base/hp.h"
 
-/* Directories and files the child makes between vfork and exec, so that a
+/* Directories and files the child makes between fork and exec, so that a
  * group's rank directories and log files are created in parallel by the
  * children rather than one by one on the agent's path (ext4 allocated each
- * inode in ~0.1 ms: 25 of them were a third of a launch). */
+ * inode in 0.02-0.8 ms: 25 of them were a third of a launch or more). */
 struct hp_spawn_fs {
 	const char *dirs[2]; /* made in order; one that exists is fine */
 	/* unlinked when dirs[1] existed already (a stale error file) */
@@ -59,11 +59,17 @@ void hp_worker_signals_set(sigset_t *set);
 /* Starts the child and returns 0 with *pid set once it has exec'd, or
  * -errno when it could not (the child has then been reaped here, so the
  * caller's waitpid(-1) never sees it; *step, when not NULL, says what
- * failed). The caller runs again only after the child's exec (vfork), so
- * the next worker's start overlaps this one's program start-up. The caller
- * closes its copies of stdout_fd/stderr_fd. */
+ * failed). The caller closes its copies of stdout_fd/stderr_fd. */
 int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid,
 		    enum hp_spawn_step *step);
+
+/* The same in two halves, so that a group of N children make their files
+ * and exec in parallel: begin forks and returns at once with the child's
+ * status fd; end waits for the exec (0) or its failure (-errno, child
+ * reaped, *step set). Nothing may reap in between (the agent calls both
+ * from one loop callback). */
+int hp_worker_spawn_begin(const struct hp_spawn *sp, pid_t *pid, int *errfd);
+int hp_worker_spawn_end(pid_t pid, int errfd, enum hp_spawn_step *step);
 
 /* The path a failed step was about (NULL for exec and dup2). */
 const char *hp_spawn_step_path(const struct hp_spawn_fs *fs,
