@@ -1,4 +1,4 @@
-"""How a worker starts (issue 16): the agent vforks and each child makes
+"""How a worker starts (issue 16): the agent forks and each child makes
 its own attempt_<n>/<local_rank>/ directory and log files before it execs,
 so that work leaves the agent's path. What a worker sees must not change:
 its log files and error-file directory exist when its program starts, no
