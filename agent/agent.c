@@ -478,9 +478,15 @@ static int spawn_aux(struct hp_agent *a, enum stage which)
 	if (rc == 0) {
 		struct hp_spawn sp = {.argv = argv, .envp = envp,
 				      .stdout_fd = ofd, .stderr_fd = efd,
-				      .keep_pgrp = a->tty_fg};
-		rc = hp_worker_spawn(&sp, &pid);
+				      .keep_pgrp = a->tty_fg,
+				      .fs = hp_logs_rank_fs(logs, 0)};
+		enum hp_spawn_step step = HP_SPAWN_EXEC;
+		rc = hp_worker_spawn(&sp, &pid, &step);
 		hp_logs_started_rank(logs, 0);
+		const char *path = hp_spawn_step_path(sp.fs, step);
+		if (rc < 0 && path)
+			hp_error("logs", "cannot create %s: %s", path,
+				 strerror(-rc));
 	}
 	free_strv(argv);
 	hp_env_free(envp);
@@ -526,21 +532,30 @@ static void add_failure(struct hp_agent *a, int local_rank, pid_t pid,
 }
 
 
+/* path: the directory or log file the child could not create, or NULL
+ * when exec (or fork) failed */
 static void spawn_failed(struct hp_agent *a, int local_rank,
-			 const char *prog, int rc)
+			 const char *prog, const char *path, int rc)
 {
-	hp_error("agent", "cannot start worker %d: %s: %s", local_rank, prog,
-		 strerror(-rc));
+	if (path)
+		hp_error("agent", "cannot start worker %d: cannot create %s: %s",
+			 local_rank, path, strerror(-rc));
+	else
+		hp_error("agent", "cannot start worker %d: %s: %s", local_rank,
+			 prog, strerror(-rc));
 	/* torchrun's convention for "could not exec" */
 	add_failure(a, local_rank, 0, 127 << 8, NULL);
 	struct hp_failure *f = &a->failures[a->n_failures - 1];
 	free(f->message);
-	f->message = xasprintf("cannot execute %s: %s", prog, strerror(-rc));
+	f->message = path ? xasprintf("cannot create %s: %s", path,
+				      strerror(-rc))
+			  : xasprintf("cannot execute %s: %s", prog,
+				      strerror(-rc));
 }
 
 /* Forks every worker first and only then waits for their execs, so the N
- * children exec in parallel: a restart costs one fork per worker, not one
- * fork+exec round trip per worker. */
+ * children make their log files and exec in parallel: a restart costs one
+ * fork per worker, not one fork+exec round trip per worker. */
 static void spawn_group(struct hp_agent *a)
 {
 	char **argv = worker_argv(a);
@@ -566,14 +581,15 @@ static void spawn_group(struct hp_agent *a)
 					      .stdout_fd = ofd,
 					      .stderr_fd = efd,
 					      .keep_pgrp = a->tty_fg,
-					      .reset = &reset};
+					      .reset = &reset,
+					      .fs = hp_logs_rank_fs(a->logs, i)};
 			rc = hp_worker_spawn_begin(&sp, &w->pid, &errfd[i]);
 			hp_logs_started_rank(a->logs, i);
 		}
 		hp_env_free(envp);
 		if (rc < 0) {
 			w->pid = 0;
-			spawn_failed(a, i, argv[0], rc);
+			spawn_failed(a, i, argv[0], NULL, rc);
 			failed_rc = rc;
 			break;
 		}
@@ -584,13 +600,18 @@ static void spawn_group(struct hp_agent *a)
 		struct worker *w = &a->workers[i];
 		if (errfd[i] < 0)
 			continue;
-		int rc = hp_worker_spawn_end(w->pid, errfd[i]);
+		enum hp_spawn_step step = HP_SPAWN_EXEC;
+		int rc = hp_worker_spawn_end(w->pid, errfd[i], &step);
 		if (rc < 0) {
-			/* exec failed: the child is reaped already */
+			/* the child is reaped already */
 			w->pid = 0;
 			a->nrunning--;
 			if (!failed_rc)
-				spawn_failed(a, i, argv[0], rc);
+				spawn_failed(a, i, argv[0],
+					     hp_spawn_step_path(
+						     hp_logs_rank_fs(a->logs, i),
+						     step),
+					     rc);
 			failed_rc = rc;
 		} else {
 			hp_debug("agent", "worker %d started (pid %d)", i,

@@ -27,6 +27,9 @@ struct relay {
 	int stream;       /* 1 or 2 */
 	int child_fd;     /* the end the child gets; -1 once closed */
 	int file_fd;      /* -1 = no file */
+	/* the child creates the file before exec; the agent opens it at the
+	 * first byte it relays (none may ever come) */
+	const char *file_later;
 	bool console;     /* prefix and copy to our stream */
 	bool raw_console; /* copy the bytes, unprefixed, to our stream */
 	/* heap-allocated per attempt: a closing handle cannot be reused, and
@@ -39,6 +42,8 @@ struct relay {
 struct rank_logs {
 	char *dir;
 	char *error_file;
+	char *files[2]; /* stdout.log, stderr.log */
+	struct hp_spawn_fs fs;
 	char *prefix; /* hp_logs_set_prefix; NULL = "[<role><i>]:" */
 	struct relay r[2];
 };
@@ -48,6 +53,7 @@ struct hp_logs {
 	const struct hp_config *cfg;
 	char *tmp_root; /* removed on free, when we made it */
 	char *run_dir;
+	char *attempt_dir;
 	int nproc;
 	int attempt;
 	struct rank_logs *ranks;
@@ -127,6 +133,14 @@ fail:
 	return NULL;
 }
 
+static void free_paths(struct rank_logs *rl)
+{
+	free(rl->dir);
+	free(rl->error_file);
+	free(rl->files[0]);
+	free(rl->files[1]);
+}
+
 const char *hp_logs_run_dir(const struct hp_logs *l)
 {
 	return l->run_dir;
@@ -140,34 +154,26 @@ void hp_logs_set_line_cb(struct hp_logs *l, hp_logs_line_cb cb, void *ud)
 
 int hp_logs_begin_attempt(struct hp_logs *l, int attempt)
 {
+	/* paths only: each child makes its attempt and rank directory (and
+	 * unlinks a stale error file there) before it execs */
 	l->attempt = attempt;
-	/* the run dir exists: one mkdir for the attempt, one per rank */
-	char *adir = xasprintf("%s/attempt_%d", l->run_dir, attempt);
-	int arc = mkdir(adir, 0755) < 0 && errno != EEXIST ? -errno : 0;
-	if (arc < 0)
-		hp_error("logs", "cannot create %s: %s", adir, strerror(-arc));
-	free(adir);
-	if (arc < 0)
-		return arc;
+	free(l->attempt_dir);
+	l->attempt_dir = xasprintf("%s/attempt_%d", l->run_dir, attempt);
 	for (int i = 0; i < l->nproc; i++) {
 		struct rank_logs *rl = &l->ranks[i];
-		free(rl->dir);
-		free(rl->error_file);
-		rl->dir = xasprintf("%s/attempt_%d/%d", l->run_dir, attempt, i);
+		free_paths(rl);
+		rl->dir = xasprintf("%s/%d", l->attempt_dir, i);
 		rl->error_file = xasprintf("%s/error.json", rl->dir);
-		if (mkdir(rl->dir, 0755) == 0)
-			continue; /* fresh: it holds no stale error file */
-		int rc = errno != EEXIST ? -errno : 0;
-		if (rc < 0) {
-			hp_error("logs", "cannot create %s: %s", rl->dir,
-				 strerror(-rc));
-			return rc;
-		}
-		/* a stale error file from an earlier run would be taken for
-		 * this attempt's root cause */
-		unlink(rl->error_file);
+		rl->files[0] = xasprintf("%s/stdout.log", rl->dir);
+		rl->files[1] = xasprintf("%s/stderr.log", rl->dir);
 	}
 	return 0;
+}
+
+const struct hp_spawn_fs *hp_logs_rank_fs(const struct hp_logs *l,
+					  int local_rank)
+{
+	return &l->ranks[local_rank].fs;
 }
 
 const char *hp_logs_error_file(const struct hp_logs *l, int local_rank)
@@ -216,6 +222,16 @@ static void emit_line(struct relay *r, const char *p, size_t n)
 
 static void consume(struct relay *r, const char *p, size_t n)
 {
+	if (r->file_later) {
+		/* the child made it before exec, and these bytes come from
+		 * the exec'd program */
+		r->file_fd = open(r->file_later,
+				  O_WRONLY | O_APPEND | O_CLOEXEC);
+		if (r->file_fd < 0)
+			hp_error("logs", "cannot open %s: %s", r->file_later,
+				 strerror(errno));
+		r->file_later = NULL;
+	}
 	if (r->file_fd >= 0)
 		write_all(r->file_fd, p, n);
 	if (r->raw_console)
@@ -306,8 +322,9 @@ int hp_logs_open_rank(struct hp_logs *l, int local_rank, int *out_fd,
 	enum hp_std red = hp_std_for_rank(&c->redirects, local_rank);
 	enum hp_std tee = hp_std_for_rank(&c->tee, local_rank);
 	int *outs[2] = {out_fd, err_fd};
-	static const char *const names[2] = {"stdout.log", "stderr.log"};
 
+	rl->fs = (struct hp_spawn_fs){.dirs = {l->attempt_dir, rl->dir},
+				      .stale = rl->error_file};
 	for (int s = 0; s < 2; s++) {
 		struct relay *r = &rl->r[s];
 		unsigned bit = (unsigned)(s + 1);
@@ -317,31 +334,16 @@ int hp_logs_open_rank(struct hp_logs *l, int local_rank, int *out_fd,
 		r->console = teed && shown;
 		r->raw_console = false;
 		r->line_len = 0;
-		if (redirected) {
-			char *path = xasprintf("%s/%s", rl->dir, names[s]);
-			r->file_fd = open(path,
-					  O_WRONLY | O_CREAT | O_TRUNC |
-						  O_CLOEXEC,
-					  0644);
-			if (r->file_fd < 0) {
-				int e = errno;
-				hp_error("logs", "cannot open %s: %s", path,
-					 strerror(e));
-				free(path);
-				return -e;
-			}
-			free(path);
-		}
+		r->file_later = NULL;
+		if (redirected)
+			rl->fs.files[s] = rl->files[s];
 		bool relay = r->console || (l->line_cb && (shown || redirected));
 		if (!relay) {
-			if (r->file_fd >= 0) {
-				/* the child writes the file itself */
-				r->child_fd = r->file_fd;
-				r->file_fd = -1;
-				*outs[s] = r->child_fd;
-			}
+			/* the child opens the file onto its fd itself */
+			rl->fs.dup[s] = redirected;
 			continue;
 		}
+		r->file_later = redirected ? rl->files[s] : NULL;
 		if (!redirected) {
 			/* relayed only for the line callback: keep the
 			 * console as it would be without us */
@@ -426,6 +428,7 @@ void hp_logs_close_rank(struct hp_logs *l, int local_rank)
 			close(r->file_fd);
 			r->file_fd = -1;
 		}
+		r->file_later = NULL;
 	}
 }
 
@@ -457,8 +460,7 @@ void hp_logs_free(struct hp_logs *l)
 		return;
 	for (int i = 0; i < l->nproc; i++) {
 		hp_logs_close_rank(l, i);
-		free(l->ranks[i].dir);
-		free(l->ranks[i].error_file);
+		free_paths(&l->ranks[i]);
 		free(l->ranks[i].prefix);
 		for (int s = 0; s < 2; s++)
 			free(l->ranks[i].r[s].line);
@@ -470,6 +472,7 @@ void hp_logs_free(struct hp_logs *l)
 		nftw(l->tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	free(l->tmp_root);
 	free(l->run_dir);
+	free(l->attempt_dir);
 	free(l->ranks);
 	free(l);
 }

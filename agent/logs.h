@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "worker.h"
 
 struct hp_logs;
 
@@ -36,16 +37,24 @@ void hp_logs_set_line_cb(struct hp_logs *l, hp_logs_line_cb cb, void *ud);
 void hp_logs_set_prefix(struct hp_logs *l, int local_rank,
 			const char *prefix);
 
-/* Creates attempt_<n>/<i>/ for every rank. Returns 0 or -errno. */
+/* Sets the paths of attempt_<n>/<i>/ for every rank; the directories are
+ * made by each rank's child (hp_logs_rank_fs). Returns 0. */
 int hp_logs_begin_attempt(struct hp_logs *l, int attempt);
 
 /* The error file path for local rank i in the current attempt. */
 const char *hp_logs_error_file(const struct hp_logs *l, int local_rank);
 
 /* Prepares rank i's streams and returns the fds the child must get as
- * stdout and stderr (-1 = inherit the agent's). Returns 0 or -errno. */
+ * stdout and stderr (-1 = inherit the agent's, or the file the child
+ * opens itself per hp_logs_rank_fs). Returns 0 or -errno. */
 int hp_logs_open_rank(struct hp_logs *l, int local_rank, int *out_fd,
 		      int *err_fd);
+
+/* What rank i's child makes before exec (valid after hp_logs_open_rank
+ * until the next one): its attempt and rank directories, and its log
+ * files; pass it as hp_spawn.fs. */
+const struct hp_spawn_fs *hp_logs_rank_fs(const struct hp_logs *l,
+					  int local_rank);
 
 /* After the fork: closes the agent's copies of the child ends, starts
  * relaying. */

@@ -1,7 +1,9 @@
 /* worker.c — the one fork() in hyperpodrun. Between fork and exec the child
- * makes only async-signal-safe calls. Signals are blocked around fork so
- * that no handler runs in the child before its dispositions are reset
- * (libuv's process.c does the same). Never reaps: that is agent.c's job. */
+ * makes only async-signal-safe calls: its process group, signals, its log
+ * directories and files, exec. Signals are blocked around fork so that no
+ * handler runs in the child before its dispositions are reset (libuv's
+ * process.c does the same). Never reaps a worker that exec'd: that is
+ * agent.c's job. */
 #include "worker.h"
 
 #include <dirent.h>
@@ -12,14 +14,43 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static HP_NORETURN void child(const struct hp_spawn *sp, int errpipe,
-			      pid_t parent, const sigset_t *oldmask)
+/* The child's part of sp->fs; returns the failed step (errno set) or
+ * HP_SPAWN_EXEC when all went well. Async-signal-safe calls only. */
+static enum hp_spawn_step child_fs(const struct hp_spawn_fs *fs)
 {
-	int err;
+	bool existed = false;
+	for (int i = 0; i < 2; i++) {
+		if (!fs->dirs[i])
+			continue;
+		existed = mkdir(fs->dirs[i], 0755) < 0;
+		if (existed && errno != EEXIST)
+			return (enum hp_spawn_step)(HP_SPAWN_DIR0 + i);
+	}
+	if (existed && fs->stale)
+		unlink(fs->stale);
+	for (int s = 0; s < 2; s++) {
+		if (!fs->files[s])
+			continue;
+		int fd = open(fs->files[s],
+			      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0)
+			return (enum hp_spawn_step)(HP_SPAWN_FILE0 + s);
+		if (fs->dup[s]) {
+			if (dup2(fd, s + 1) < 0)
+				return HP_SPAWN_DUP;
+		}
+		close(fd); /* the dup2'd copy stays */
+	}
+	return HP_SPAWN_EXEC;
+}
 
+static HP_NORETURN void child(const struct hp_spawn *sp, int errpipe,
+			      pid_t parent)
+{
 	/* Our own process group, so the agent signals the worker and every
 	 * process it starts at once, and a terminal's ^C reaches only us;
 	 * at a terminal, the agent's (foreground) group instead. */
@@ -37,20 +68,27 @@ static HP_NORETURN void child(const struct hp_spawn *sp, int errpipe,
 			continue;
 		signal(sig, SIG_DFL);
 	}
-	(void)oldmask;
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 
+	enum hp_spawn_step step = HP_SPAWN_EXEC;
+	if (sp->fs) {
+		step = child_fs(sp->fs);
+		if (step != HP_SPAWN_EXEC)
+			goto fail;
+	}
+	step = HP_SPAWN_DUP;
 	if (sp->stdout_fd >= 0 && dup2(sp->stdout_fd, STDOUT_FILENO) < 0)
 		goto fail;
 	if (sp->stderr_fd >= 0 && dup2(sp->stderr_fd, STDERR_FILENO) < 0)
 		goto fail;
 
+	step = HP_SPAWN_EXEC;
 	execvpe(sp->argv[0], sp->argv, sp->envp);
-fail:
-	err = errno;
-	while (write(errpipe, &err, sizeof(err)) < 0 && errno == EINTR)
+fail:;
+	int msg[2] = {errno > 0 ? errno : EIO, (int)step};
+	while (write(errpipe, msg, sizeof(msg)) < 0 && errno == EINTR)
 		;
 	_exit(127);
 }
@@ -81,7 +119,7 @@ int hp_worker_spawn_begin(const struct hp_spawn *sp, pid_t *pid, int *errfd)
 	pid_t parent = getpid();
 	pid_t c = fork();
 	if (c == 0)
-		child(sp, p[1], parent, &old);
+		child(sp, p[1], parent);
 	int fork_errno = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(p[1]);
@@ -89,7 +127,6 @@ int hp_worker_spawn_begin(const struct hp_spawn *sp, pid_t *pid, int *errfd)
 		close(p[0]);
 		return -fork_errno;
 	}
-
 	/* Also set the group from the parent: whichever runs first wins, and
 	 * a kill(-pid) right after we return must reach the child. */
 	if (!sp->keep_pgrp)
@@ -99,34 +136,55 @@ int hp_worker_spawn_begin(const struct hp_spawn *sp, pid_t *pid, int *errfd)
 	return 0;
 }
 
-int hp_worker_spawn_end(pid_t pid, int errfd)
+int hp_worker_spawn_end(pid_t pid, int errfd, enum hp_spawn_step *step)
 {
-	int child_err = 0;
+	int msg[2] = {0, HP_SPAWN_EXEC};
 	ssize_t n;
 	do {
-		n = read(errfd, &child_err, sizeof(child_err));
+		n = read(errfd, msg, sizeof(msg));
 	} while (n < 0 && errno == EINTR);
 	close(errfd);
-	if (n == (ssize_t)sizeof(child_err)) {
-		int st;
-		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-			;
-		return -child_err;
-	}
-	return 0; /* EOF: the CLOEXEC end closed on a successful exec */
+	if (n != (ssize_t)sizeof(msg))
+		return 0; /* EOF: the CLOEXEC end closed on a successful exec */
+	int st;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (step)
+		*step = msg[1] >= HP_SPAWN_EXEC && msg[1] <= HP_SPAWN_DUP
+				? (enum hp_spawn_step)msg[1]
+				: HP_SPAWN_EXEC;
+	return msg[0] > 0 ? -msg[0] : -EIO;
 }
 
-int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid)
+int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid,
+		    enum hp_spawn_step *step)
 {
 	pid_t c;
 	int fd;
 	int rc = hp_worker_spawn_begin(sp, &c, &fd);
 	if (rc < 0)
 		return rc;
-	rc = hp_worker_spawn_end(c, fd);
+	rc = hp_worker_spawn_end(c, fd, step);
 	if (rc == 0)
 		*pid = c;
 	return rc;
+}
+
+const char *hp_spawn_step_path(const struct hp_spawn_fs *fs,
+			       enum hp_spawn_step step)
+{
+	if (!fs)
+		return NULL;
+	switch (step) {
+	case HP_SPAWN_DIR0:
+	case HP_SPAWN_DIR1:
+		return fs->dirs[step - HP_SPAWN_DIR0];
+	case HP_SPAWN_FILE0:
+	case HP_SPAWN_FILE1:
+		return fs->files[step - HP_SPAWN_FILE0];
+	default:
+		return NULL;
+	}
 }
 
 int hp_worker_signal(pid_t pgid, int sig)

@@ -389,11 +389,8 @@ static const struct route {
 	{"/fabric/peers", EVHTTP_REQ_GET, "GET, HEAD", route_fabric_peers},
 };
 
-void hp_srv_count_reply(struct hp_server *s, struct evhttp_request *req,
-			int code)
+void hp_srv_count_path(struct hp_server *s, const char *path, int code)
 {
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	/* only known routes become labels, so a scan of random paths cannot
 	 * grow the table */
 	const char *route = "other";
@@ -412,6 +409,13 @@ void hp_srv_count_reply(struct hp_server *s, struct evhttp_request *req,
 			(struct hp_srv_http_count){route, code, 0};
 	}
 	c[i].n++;
+}
+
+void hp_srv_count_reply(struct hp_server *s, struct evhttp_request *req,
+			int code)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	hp_srv_count_path(s, uri ? evhttp_uri_get_path(uri) : NULL, code);
 }
 
 void hp_srv_route(struct evhttp_request *req, void *arg)

@@ -8,9 +8,13 @@
 #ifndef HP_SERVER_PRIVATE_H
 #define HP_SERVER_PRIVATE_H
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "server.h"
@@ -48,6 +52,10 @@ struct hp_srv_conn {
 	bool validate;          /* false after a chunked body: evhttp's alone */
 	bool passing;           /* we are adding to the input ourselves */
 	bool discard;           /* rejected: drop whatever else comes */
+	/* a fast-path reply (server.c) the socket did not take at once is
+	 * in the bufferevent's output; reading waits until it is out */
+	bool fast_pending;
+	bufferevent_data_cb fast_saved_wcb;
 	int reject_code;        /* the synthetic request stands for this */
 	const char *reject_why;
 	struct hp_srv_conn *prev, *next;
@@ -73,6 +81,13 @@ struct hp_server {
 	pthread_mutex_t mu;
 	struct hp_cmd *q_head, *q_tail; /* mu */
 	char *status, *metrics, *fabric; /* mu */
+	atomic_uint status_gen; /* bumped by every publish of status */
+	/* server thread: the GET /status reply, rendered for status_gen
+	 * fast_gen in second fast_sec (server.c's fast path) */
+	char *fast;
+	size_t fast_len;
+	unsigned fast_gen;
+	time_t fast_sec;
 	double drain_timeout;           /* mu */
 	/* mu: the fabric peer table (routes.c), NULL until its size is known */
 	struct hp_srv_fabric_peer {
@@ -129,6 +144,8 @@ void hp_srv_submit(struct hp_server *s, struct evhttp_request *req,
 /* routes.c: counts one reply in s->http_count (server thread). */
 void hp_srv_count_reply(struct hp_server *s, struct evhttp_request *req,
 			int code);
+/* The same for a reply to path that evhttp never saw. */
+void hp_srv_count_path(struct hp_server *s, const char *path, int code);
 /* routes.c: frees the fabric peer table (at hp_server_free). */
 void hp_srv_fabric_peers_free(struct hp_server *s);
 /* A copy of a published text (status/metrics/fabric), or NULL. */

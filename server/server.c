@@ -96,13 +96,14 @@ static bool not_yet(struct evhttp_request *req, int code)
 	return code == 503 && uri && strncmp(uri, "/fabric/peers", 13) == 0;
 }
 
-static void access_log(struct hp_server *s, struct evhttp_request *req,
-		       int code)
+static void access_line(struct hp_server *s, struct evhttp_connection *evcon,
+			const char *method, const char *uri, int code,
+			bool not_yet_503)
 {
 	enum hp_log_level lvl = code >= 500   ? HP_LOG_ERROR
 				: code >= 400 ? HP_LOG_WARN
 					      : HP_LOG_INFO;
-	if (not_yet(req, code))
+	if (not_yet_503)
 		lvl = HP_LOG_DEBUG;
 	if (s->access_level > HP_LOG_INFO && lvl < s->access_level)
 		return;
@@ -110,13 +111,18 @@ static void access_log(struct hp_server *s, struct evhttp_request *req,
 		return;
 	char *peer = NULL;
 	ev_uint16_t port = 0;
-	struct evhttp_connection *c = evhttp_request_get_connection(req);
-	if (c)
-		evhttp_connection_get_peer(c, &peer, &port);
+	if (evcon)
+		evhttp_connection_get_peer(evcon, &peer, &port);
 	hp_log_write(lvl, "server", "%s:%u - \"%s %s\" %d",
-		     peer ? peer : "-", (unsigned)port,
-		     method_name(evhttp_request_get_command(req)),
-		     evhttp_request_get_uri(req), code);
+		     peer ? peer : "-", (unsigned)port, method, uri, code);
+}
+
+static void access_log(struct hp_server *s, struct evhttp_request *req,
+		       int code)
+{
+	access_line(s, evhttp_request_get_connection(req),
+		    method_name(evhttp_request_get_command(req)),
+		    evhttp_request_get_uri(req), code, not_yet(req, code));
 }
 
 /* HTTP reason phrases (evhttp says "Client Error" for a 422). */
@@ -419,6 +425,8 @@ static void publish(struct hp_server *s, char **field, char *text)
 	char *old = *field;
 	*field = text;
 	pthread_mutex_unlock(&s->mu);
+	if (field == &s->status)
+		atomic_fetch_add(&s->status_gen, 1);
 	free(old);
 }
 
@@ -708,6 +716,161 @@ static size_t head_end(struct hp_srv_conn *c)
 	return ea ? ea : eb;
 }
 
+/* ------------------------------------------------ GET /status fast path */
+
+/* The operator, monitors and benchmarks poll GET /status. A plain
+ * keep-alive "GET /status HTTP/1.1" on a connection with nothing else in
+ * progress is answered here, from the head checker, in one send(2) of a
+ * reply rendered once per publication and second: no evhttp request, no
+ * header table, no printf, no read/write toggling of the socket. The
+ * bytes are what evhttp sends for it (same headers, same order; see
+ * e2e-http-fast). Everything else goes to evhttp. */
+
+static bool fast_candidate(const char *h, size_t n)
+{
+	static const char first[] = "GET /status HTTP/1.1";
+	const size_t fn = sizeof(first) - 1;
+	if (n < fn + 1 || memcmp(h, first, fn) != 0)
+		return false;
+	const char *p = h + fn, *end = h + n;
+	if (p < end && *p == '\r')
+		p++;
+	if (p >= end || *p != '\n')
+		return false;
+	for (p++; p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl)
+			break;
+		size_t len = (size_t)(nl - p);
+		if (len && p[len - 1] == '\r')
+			len--;
+		if (len == 0)
+			break;
+		const char *colon = memchr(p, ':', len);
+		size_t nn = colon ? (size_t)(colon - p) : len;
+		/* evhttp answers these itself (close, keep-alive, 100) */
+		if (token_eq(p, nn, "Connection") || token_eq(p, nn, "Expect"))
+			return false;
+		p = nl + 1;
+	}
+	return true;
+}
+
+/* evutil_date_rfc1123's format, without the locale */
+static void http_date(time_t t, char out[32])
+{
+	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed",
+					   "Thu", "Fri", "Sat"};
+	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr",
+					     "May", "Jun", "Jul", "Aug",
+					     "Sep", "Oct", "Nov", "Dec"};
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	snprintf(out, 32, "%s, %02d %s %4d %02d:%02d:%02d GMT",
+		 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12],
+		 tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+static const char *fast_reply(struct hp_server *s, size_t *len)
+{
+	time_t now = time(NULL);
+	unsigned gen = atomic_load(&s->status_gen);
+	if (!s->fast || gen != s->fast_gen || now != s->fast_sec) {
+		/* a publish after the load above renders again next time */
+		char *st = hp_srv_copy(s, &s->status);
+		const char *body = st ? st : HP_SRV_DEFAULT_STATUS;
+		char date[32];
+		http_date(now, date);
+		free(s->fast);
+		s->fast = xasprintf("HTTP/1.1 200 OK\r\n"
+				    "Content-Type: application/json\r\n"
+				    "Date: %s\r\n"
+				    "Content-Length: %zu\r\n\r\n%s",
+				    date, strlen(body), body);
+		s->fast_len = strlen(s->fast);
+		s->fast_gen = gen;
+		s->fast_sec = now;
+		free(st);
+	}
+	*len = s->fast_len;
+	return s->fast;
+}
+
+static struct hp_srv_conn *conn_of_evcon(struct hp_server *s,
+					 struct evhttp_connection *evcon)
+{
+	for (struct hp_srv_conn *c = s->conns; c; c = c->next)
+		if (c->evcon == evcon)
+			return c;
+	return NULL;
+}
+
+/* The rest of a fast reply is out: evhttp's callbacks back, reading on. */
+static void fast_written(struct bufferevent *bev, void *arg)
+{
+	struct hp_server *s = thread_server;
+	struct hp_srv_conn *c = s ? conn_of_evcon(s, arg) : NULL;
+	if (!c || !c->fast_pending)
+		return;
+	bufferevent_data_cb rcb;
+	bufferevent_event_cb ecb;
+	bufferevent_getcb(bev, &rcb, NULL, &ecb, NULL);
+	bufferevent_setcb(bev, rcb, c->fast_saved_wcb, ecb, arg);
+	bufferevent_disable(bev, EV_WRITE);
+	bufferevent_enable(bev, EV_READ);
+	c->fast_pending = false;
+	c->reply_in_flight = false;
+	c->since = mono_now();
+	s->unflushed--;
+	maybe_finish(s);
+}
+
+/* Answers the head h (n bytes, all of c->hold) if it is a plain GET
+ * /status and nothing else is under way on c; false leaves it to evhttp. */
+static bool fast_status(struct hp_srv_conn *c, struct evbuffer *in,
+			const char *h, size_t n)
+{
+	struct hp_server *s = c->s;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (c->busy || c->reply_in_flight || c->fast_pending || s->draining ||
+	    evbuffer_get_length(in) || evbuffer_get_length(c->hold) != n ||
+	    evbuffer_get_length(out) || !fast_candidate(h, n))
+		return false;
+	size_t len;
+	const char *r = fast_reply(s, &len);
+	access_line(s, c->evcon, "GET", "/status", 200, false);
+	hp_srv_count_path(s, "/status", 200);
+	ssize_t w;
+	do {
+		w = send(bufferevent_getfd(c->bev), r, len,
+			 MSG_NOSIGNAL | MSG_DONTWAIT);
+	} while (w < 0 && errno == EINTR);
+	if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+		w = (ssize_t)len; /* the peer is gone: evhttp's read sees it */
+	if (w < 0)
+		w = 0;
+	if ((size_t)w < len) {
+		/* the socket is full (a client that does not read): the rest
+		 * goes out through the bufferevent, and nothing more is read
+		 * until it has, so no later reply can come first */
+		evbuffer_add(out, r + w, len - (size_t)w);
+		bufferevent_data_cb rcb, wcb;
+		bufferevent_event_cb ecb;
+		void *arg;
+		bufferevent_getcb(c->bev, &rcb, &wcb, &ecb, &arg);
+		c->fast_saved_wcb = wcb;
+		c->fast_pending = true;
+		c->reply_in_flight = true;
+		s->unflushed++;
+		bufferevent_setcb(c->bev, rcb, fast_written, ecb, arg);
+		bufferevent_disable(c->bev, EV_READ);
+		bufferevent_enable(c->bev, EV_WRITE);
+		return true;
+	}
+	c->since = mono_now();
+	return true;
+}
+
 static void on_input(struct evbuffer *in, const struct evbuffer_cb_info *info,
 		     void *arg)
 {
@@ -756,6 +919,11 @@ static void on_input(struct evbuffer *in, const struct evbuffer_cb_info *info,
 		if (code) {
 			reject(c, in, code, why);
 			break;
+		}
+		if (!body && !chunked && fast_status(c, in, h, end)) {
+			evbuffer_drain(c->hold, end);
+			c->scanned = 0;
+			continue;
 		}
 		pass_on(c, in, c->hold, end);
 		c->scanned = 0;
@@ -1137,6 +1305,7 @@ static void free_resources(struct hp_server *s)
 	hp_srv_fabric_peers_free(s);
 	pthread_mutex_destroy(&s->mu);
 	free(s->status);
+	free(s->fast);
 	free(s->metrics);
 	free(s->fabric);
 	free(s->host);

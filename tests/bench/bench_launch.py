@@ -12,7 +12,12 @@ prints medians and ratios (torchrun / hyperpodrun, hyperpodrun / floor):
 
 The floor is floor.c beside this file: a bare fork/exec/wait of the same N
 workers for launch, and kill/reap/fork+exec of the same N for a restart,
-with none of a launcher's duties. Instruction counts of one launch and of
+with none of a launcher's duties. "floor+logs" is the same with each child
+making its attempt_<n>/<rank>/ and two log files first (FLOOR_LOG_DIR), in
+the same temporary directory as the launchers' --log_dir: the part of a
+launch the filesystem decides (on an ext4 that has seen much file churn, 25
+inode allocations can take milliseconds; TMPDIR=/dev/shm puts every log
+directory on tmpfs). Instruction counts of one launch and of
 one restart job (the launcher process alone, not its workers) come from
 `perf stat -e instructions:u` where the machine has the counter, else from
 valgrind's callgrind; they do not move with the machine's load.
@@ -42,7 +47,7 @@ def build(tmp, name):
 
 
 def launcher_cmd(which, exe, tmp, nproc, job, max_restarts, floor=None):
-    if which == "floor":
+    if which in ("floor", "floor+logs"):
         mode = "launch" if max_restarts == 0 else "restart"
         return [floor, mode, str(nproc), exe, job]
     logdir = tempfile.mkdtemp(dir=tmp, prefix="logs_")
@@ -143,11 +148,14 @@ def main():
     try:
         exe = build(tmp, "stamp")
         floor = build(tmp, "floor")
-        launchers = [("hyperpodrun", args.hyperpodrun), ("floor", "floor")]
+        launchers = [("hyperpodrun", args.hyperpodrun), ("floor", "floor"),
+                     ("floor+logs", "floor+logs")]
         if have_torchrun:
             launchers.append(("torchrun", "torchrun"))
         samples = {name: ([], [], []) for name, _ in launchers}
-        print(f"load average before: {load_line()}")
+        fs = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True,
+                            text=True).stdout.strip()
+        print(f"load average before: {load_line()}; log directories on {fs} ({tmp})")
         # interleaved: one run of each launcher per round, so a change in
         # the machine's load hits all of them alike
         for i in range(args.runs):
@@ -155,12 +163,16 @@ def main():
                 walls, rss, lat = samples[name]
                 env = dict(os.environ)
                 env["HP_BENCH_DIR"] = tempfile.mkdtemp(dir=tmp)
+                if which == "floor+logs":
+                    env["FLOOR_LOG_DIR"] = tempfile.mkdtemp(dir=tmp, prefix="logs_")
                 cmd = launcher_cmd(which, exe, tmp, args.nproc, "exit", 0, floor)
                 w, peak = run_once(cmd, env, sample_rss=(i == 0))
                 walls.append(w)
                 if peak:
                     rss.append(peak)
                 env["HP_BENCH_DIR"] = tempfile.mkdtemp(dir=tmp)
+                if which == "floor+logs":
+                    env["FLOOR_LOG_DIR"] = tempfile.mkdtemp(dir=tmp, prefix="logs_")
                 cmd = launcher_cmd(which, exe, tmp, args.nproc, "fail-once", 1, floor)
                 run_once(cmd, env, sample_rss=False)
                 lat.append(restart_latency(os.path.join(env["HP_BENCH_DIR"], "stamps"),
@@ -169,8 +181,8 @@ def main():
                       statistics.median(l)) for name, (w, r, l) in samples.items()}
         instr = {}
         for name, which in launchers:
-            if name == "torchrun":
-                continue  # a Python interpreter's count says nothing useful
+            if name in ("torchrun", "floor+logs"):
+                continue  # torchrun: an interpreter's count says nothing; floor+logs: floor's
             env = dict(os.environ, HP_BENCH_DIR=tempfile.mkdtemp(dir=tmp))
             li, tool = instructions(launcher_cmd(which, exe, tmp, args.nproc, "exit", 0,
                                                  floor), env)
@@ -189,6 +201,9 @@ def main():
         h, f = res["hyperpodrun"], res["floor"]
         print(f"{'ratio (hp/fl)':14}{h[0]/f[0]:12.2f}× {'':>11}{h[2]/f[2]:10.2f}×"
               f"   target ≤ 1.25× for both")
+        g = res["floor+logs"]
+        print(f"{'hp/(fl+logs)':14}{h[0]/g[0]:12.2f}× {'':>11}{h[2]/g[2]:10.2f}×"
+              f"   (the floor doing the same log layout)")
         for name, (li, ri, tool) in instr.items():
             if li is None:
                 print(f"instructions: neither perf nor valgrind works here")

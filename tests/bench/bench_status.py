@@ -15,6 +15,11 @@ interleaved with the idle agent (--rounds rounds, medians printed):
   fastapi  a FastAPI app under uvicorn, the reference agent's stack
 Ratios printed: agent/nginx req/s (target >= 1.0), agent/nginx p99
 (target <= 1.2), agent/fastapi req/s, storm/idle req/s (target >= 0.8).
+The storm's anchor: nginx's req/s while floor.c (beside this file) forks,
+execs and reaps the same two /bin/false at the restarts/s the agent's storm
+reached, over nginx's idle req/s measured next to it: what is left of the
+machine for an HTTP server while that much process churn runs, with none
+of the agent's own work.
 A peer whose package is missing is left out with a line saying so.
 
 The load comes from wrk (Debian's package) when it is installed, else from
@@ -250,6 +255,30 @@ def run_c(exe, port, args):
             "max_ms": float(f["max_us"]) / 1e3, "errors": int(f["errors"])}
 
 
+def storm_anchor(tmp, body_file, load, rate, args):
+    """(nginx idle row, nginx-under-floor-storm row, achieved restarts/s),
+    or None without nginx or a storm rate."""
+    if rate <= 0:
+        return None
+    got = start_nginx(tmp, body_file)
+    if not got:
+        return None
+    proc, port = got
+    floor = os.path.join(tmp, "floor")
+    subprocess.run(["cc", "-O2", "-o", floor, os.path.join(HERE, "floor.c")], check=True)
+    try:
+        idle = load(port)
+        churn = subprocess.Popen([floor, "storm", "2", f"{rate:.1f}", str(args.duration + 1),
+                                  "/bin/false"], stdout=subprocess.PIPE, text=True)
+        stormed = load(port)
+        out = churn.communicate()[0].split()
+        achieved = int(out[2]) / float(out[4]) if len(out) >= 5 else rate
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait()
+    return idle, stormed, achieved
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hyperpodrun", default=os.path.join(ROOT, "build-rel", "hyperpodrun"))
@@ -347,6 +376,7 @@ def main():
         agent.stop()
     row["scenario"] = "storm"
     rows.append(row)
+    anchor = storm_anchor(tmp, body_file, load, row["restarts_per_s"], args)
     peer_rows = []
     for pname, rs in peers.items():
         row = median_row(rs)
@@ -369,6 +399,12 @@ def main():
               f"{'-':>8} {r['errors']:6d} {'-':>10} {'-':>10}  (peer)")
     idle, storm = rows[0], rows[1]
     print(f"storm/idle req/s: {storm['rps'] / idle['rps']:.2f}  (target >= 0.8)")
+    if anchor:
+        ni, ns, rate = anchor
+        print(f"anchor: nginx {ni['rps']:.0f} req/s idle, {ns['rps']:.0f} req/s while floor.c "
+              f"restarts 2 x /bin/false {rate:.0f} times/s: nginx storm/idle "
+              f"{ns['rps'] / ni['rps']:.2f}; agent storm/idle over nginx's: "
+              f"{(storm['rps'] / idle['rps']) / (ns['rps'] / ni['rps']):.2f}")
     for r in peer_rows:
         line = (f"agent/{r['scenario']}: req/s {idle['rps'] / r['rps']:.2f}, "
                 f"p99 {idle['p99_ms'] / r['p99_ms']:.2f}")
