@@ -37,6 +37,9 @@
 
 #define MAX_BODY (1024 * 1024)
 #define MAX_HEADERS (64 * 1024)
+/* unread input a connection may hold beyond its current request's body
+ * (pipelined requests); reading pauses above it */
+#define MAX_UNREAD (MAX_HEADERS + 16 * 1024)
 /* seconds replies get to reach clients after the drain deadline */
 #define FLUSH_GRACE_S 1
 /* seconds a connection gets to deliver a whole request, from its accept
@@ -930,6 +933,10 @@ static void on_input(struct evbuffer *in, const struct evbuffer_cb_info *info,
 		c->body_left = body;
 		if (chunked)
 			c->validate = false;
+		/* evhttp takes a body only once all of it is in its input */
+		bufferevent_setwatermark(c->bev, EV_READ, 0,
+					 MAX_UNREAD +
+						 (chunked ? MAX_BODY : body));
 		/* what follows the head: its body, maybe more requests */
 		evbuffer_remove_buffer(c->hold, fresh,
 				       evbuffer_get_length(c->hold));
@@ -1078,6 +1085,11 @@ static void on_adopt(evutil_socket_t fd, short what, void *arg)
 		/* bytes read before we got here: evhttp's alone */
 		c->validate = evbuffer_get_length(in) == 0;
 		c->in_cb = evbuffer_add_cb(in, on_input, c);
+		/* a client that pipelines requests and never reads the
+		 * replies: stop reading it once this much waits for evhttp
+		 * (each request waits for the reply before it to be written),
+		 * instead of keeping all it sends */
+		bufferevent_setwatermark(c->bev, EV_READ, 0, MAX_UNREAD);
 	}
 	s->n_fresh = 0;
 	s->accept_batch_full = false;

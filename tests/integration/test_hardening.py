@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import select
 import socket
 import subprocess
 import sys
@@ -292,6 +293,52 @@ class Connections(harness.ProcessTest):
         self.assertIsNotNone(closed, "a trickling client was kept 20 s")
         self.assertLess(closed, 13.0)
         self.assertGreaterEqual(metric(port, 'hyperpodrun_http_connections_closed_total{reason="deadline"}'), 1)
+        op.request(port, "POST", "/shutdown", {})
+        self.assertExit(r, (0, 143), T)
+
+
+    def test_pipelining_client_that_never_reads(self):
+        # A client that pipelines GET /status without ever reading a
+        # reply: the agent used to read (and keep) everything it sent,
+        # ~12 MB of requests in 0.8 s and more for as long as it went on.
+        # Now reading stops once a connection's unread input and unsent
+        # replies pass their bounds, so the client's sends stall.
+        r = self.agent(["--nnodes", "2", "--no-python", "sleep", "3600"])
+        port = int(r.wait_line(r"listening on http://127\.0\.0\.1:(\d+)", T).group(1))
+        before = vm_kib(r.pid, "VmRSS")
+        req = b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n" * 4096
+        cap = 64 * 1024 * 1024
+        sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sk.setblocking(False)
+        sent = 0
+        try:
+            # send until the agent takes nothing for 2 s (its reads
+            # stopped) or the cap is reached (it kept reading); whole
+            # requests only, a short send's rest goes first
+            while sent < cap:
+                try:
+                    off = sent % len(req)
+                    sent += sk.send(req[off:])
+                    continue
+                except BlockingIOError:
+                    pass
+                _, w, _ = select.select([], [sk], [], 2.0)
+                if not w:
+                    break
+            rss = vm_kib(r.pid, "VmRSS")
+            print(f"pipelining non-reader: {sent >> 10} KiB taken, "
+                  f"VmRSS {before} -> {rss} KiB")
+            self.assertLess(sent, 16 * 1024 * 1024,
+                            "the agent kept reading a client that never reads")
+            if not sanitized(r.pid):
+                self.assertLess(rss - before, 16 * 1024)
+            # the agent still answers everyone else at once
+            t = time.monotonic()
+            self.assertIn(op.status(port, timeout=2)["status"], ("init", "ready"))
+            self.assertLess(time.monotonic() - t, 1.0)
+        finally:
+            sk.close()
         op.request(port, "POST", "/shutdown", {})
         self.assertExit(r, (0, 143), T)
 
