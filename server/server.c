@@ -1100,12 +1100,7 @@ struct hp_srv_conn *hp_srv_conn_of(struct hp_server *s,
 				   struct evhttp_request *req)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	if (!evcon)
-		return NULL;
-	for (struct hp_srv_conn *c = s->conns; c; c = c->next)
-		if (c->evcon == evcon)
-			return c;
-	return NULL;
+	return evcon ? conn_of_evcon(s, evcon) : NULL;
 }
 
 /* evhttp's request callback: the connection is busy from here until its

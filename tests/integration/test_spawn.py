@@ -102,11 +102,16 @@ class Spawn(harness.ProcessTest):
             self.assertEqual(os.path.getsize(os.path.join(rdir, "stderr.log")), 0)
         self.assertEqual(seen, {"0", "1", "2"})
 
-    def test_stale_error_file_in_an_existing_rank_dir_is_removed(self):
+    def planted(self, what):
+        """A 2-rank job, one restart allowed, whose attempt 0 plants
+        `what` (PLANT) in attempt 1's log layout before failing."""
         logdir = os.path.join(self.tmp, "logs")
-        env = harness.base_env(PLANT="stale")
-        r = self.agent(["--nproc-per-node", "2", "--max-restarts", "1", "--log-dir", logdir,
-                        "--no-python", self.script("plant.py", PLANT)], env=env)
+        return self.agent(["--nproc-per-node", "2", "--max-restarts", "1", "--log-dir", logdir,
+                           "--no-python", self.script("plant.py", PLANT)],
+                          env=harness.base_env(PLANT=what))
+
+    def test_stale_error_file_in_an_existing_rank_dir_is_removed(self):
+        r = self.planted("stale")
         self.assertExit(r, 0, timeout=60)
         got = {m.group(1): m.group(2)
                for m in r.matches(r"attempt1 rank (\d+) stale_present=(\w+)")}
@@ -115,10 +120,7 @@ class Spawn(harness.ProcessTest):
         self.assertFalse([l for l in r.output() if "STALE" in l])
 
     def test_rank_dir_that_cannot_be_made_is_named(self):
-        logdir = os.path.join(self.tmp, "logs")
-        env = harness.base_env(PLANT="file")
-        r = self.agent(["--nproc-per-node", "2", "--max-restarts", "1", "--log-dir", logdir,
-                        "--no-python", self.script("plant.py", PLANT)], env=env)
+        r = self.planted("file")
         self.assertExit(r, 1, timeout=60)
         err = "\n".join(r.output("err"))
         self.assertRegex(err, r"cannot start worker 0: cannot create \S+/attempt_1/0: "
