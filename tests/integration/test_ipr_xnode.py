@@ -66,6 +66,24 @@ class Nodes(harness.ProcessTest):
             except AssertionError:
                 pass
 
+    def check_rss(self, nodes):
+        """Issue 13 §7: each agent, its fabric endpoint open and a round
+        done, within 16 MB (VmHWM, the peak, and VmRSS); the figures go to
+        stderr for the benchmark table. Not under a sanitizer, whose
+        shadow memory is most of a process. The agents must still run
+        (operator mode: they wait for the next command)."""
+        ldd = subprocess.run(["ldd", harness.hyperpodrun()], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL).stdout
+        for n in nodes:
+            with open("/proc/%d/status" % n.proc.pid) as f:
+                kb = dict(l.split()[:2] for l in f if l.startswith(("VmHWM", "VmRSS")))
+            hwm, rss = int(kb["VmHWM:"]) / 1024.0, int(kb["VmRSS:"]) / 1024.0
+            print("xnode agent with the fabric open (tcp): VmHWM %.1f MB VmRSS "
+                  "%.1f MB" % (hwm, rss), file=sys.stderr, flush=True)
+            if b"libasan" not in ldd and b"libtsan" not in ldd:
+                self.assertLessEqual(hwm, 16.0, n.tail())
+                self.assertLessEqual(rss, 16.0, n.tail())
+
 
 class CrossNodeIPR(Nodes):
 
@@ -106,23 +124,6 @@ class CrossNodeIPR(Nodes):
             wait_records(n, "run", count, T, run=run)
         return self.runs_by_rank(nodes, run)
 
-    def check_rss(self, nodes):
-        """Issue 13 §7: each agent, its fabric endpoint open and a round
-        done, within 16 MB (VmHWM, the peak, and VmRSS); the figures go to
-        stderr for the benchmark table. Not under a sanitizer, whose
-        shadow memory is most of a process."""
-        ldd = subprocess.run(["ldd", harness.hyperpodrun()], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL).stdout
-        for n in nodes:
-            with open("/proc/%d/status" % n.proc.pid) as f:
-                kb = dict(l.split()[:2] for l in f if l.startswith(("VmHWM", "VmRSS")))
-            hwm, rss = int(kb["VmHWM:"]) / 1024.0, int(kb["VmRSS:"]) / 1024.0
-            print("xnode agent with the fabric open (tcp): VmHWM %.1f MB VmRSS "
-                  "%.1f MB" % (hwm, rss), file=sys.stderr, flush=True)
-            if b"libasan" not in ldd and b"libtsan" not in ldd:
-                self.assertLessEqual(hwm, 16.0, n.tail())
-                self.assertLessEqual(rss, 16.0, n.tail())
-
     # ------------------------------------------------------------------
     def test_fault_on_one_node_restarts_both_in_process(self):
         n0, n1 = self.start_nodes(IPR_FAIL_RANK=2, IPR_DATA="1")
@@ -139,7 +140,6 @@ class CrossNodeIPR(Nodes):
             self.assertEqual(env.get("NCCL_UNIQUE_ID"), sent[0]["id"],
                              "rank %d got another id" % rank)
         pids = {rank: rec["pid"] for rank, rec in first.items()}
-        self.check_rss((n0, n1))
 
         second = self.wait_runs((n0, n1), 1)
         self.assertEqual(sorted(second), [0, 1, 2, 3])
@@ -352,6 +352,7 @@ class OperatorCrossNode(Nodes):
         for n in (a0, a1):
             n.wait_line(r"INFO xnode \d+: every node is at the barrier", 0)
             self.assertFalse(n.matches("process-level restart"))
+        self.check_rss((a0, a1))
 
     def test_operator_stop_of_one_node_times_out_into_a_plr(self):
         timeout = 4

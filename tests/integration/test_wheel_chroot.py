@@ -29,10 +29,16 @@ T = 120.0
 CACHE = "/var/tmp"
 PREFIX = "hyperpodrun-bookworm-"
 
+# Rank 1 fails attempt 0 only once rank 0 has written its line (they
+# meet at a FIFO the job's shell made): otherwise the group's stop can
+# take rank 0 before it wrote anything.
 FAIL_ONCE = r"""import os, sys
 rank, n = os.environ["RANK"], os.environ["TORCHELASTIC_RESTART_COUNT"]
 sys.stdout.write("chroot worker rank %s attempt %s\n" % (rank, n))
 sys.stdout.flush()
+if n == "0":
+    with open("/tmp/rank0-wrote", "w" if rank == "0" else "r"):
+        pass
 sys.exit(7 if n == "0" and rank == "1" else 0)
 """
 
@@ -127,6 +133,7 @@ class WheelChroot(harness.ProcessTest):
             "/opt/hp/bin/hyperpodrun --version\n"
             "ldd /opt/hp/bin/hyperpodrun\n"
             "export PYTHON_EXEC=/opt/hp/bin/python TMPDIR=/tmp\n"
+            "mkfifo /tmp/rank0-wrote\n"
             f"/opt/hp/bin/hyperpodrun {run} --max-restarts=1 "
             "/opt/in/fail_once.py\n"
             "echo plr-job-ok\n"
