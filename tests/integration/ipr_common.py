@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import struct
+import subprocess
 
 import harness
 
@@ -106,3 +107,15 @@ def read_until_eof(sock, timeout):
         return False
     except ConnectionResetError:
         return True
+
+
+def have_tcp_provider():
+    """libfabric's tcp provider is there (fi_info finds it): the cross-node
+    tests need it."""
+    try:
+        r = subprocess.run(["fi_info", "-p", "tcp"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, timeout=60,
+                           env=dict(os.environ, FI_PROVIDER="tcp"))
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and b"provider:" in r.stdout

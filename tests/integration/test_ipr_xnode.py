@@ -31,7 +31,8 @@ import time
 
 import harness
 import hp_operator as op
-from ipr_common import PROBE, probe_env, ready_pids, records, wait_records
+from ipr_common import (PROBE, have_tcp_provider, probe_env, ready_pids,
+                        records, wait_records)
 
 T = 120.0  # generous: the test machine is small and shared
 # A node that never comes to the round: it never joins that epoch's peer
@@ -41,16 +42,6 @@ MISSED_RANK_1 = (r"process-level restart: cross-node (?:barrier failed: "
                  r"ranks? 1\b|peer table of epoch \d+ on \S+ was not complete "
                  r"within the round's (\d+) ms \(ranks 1 did not join\))")
 FSM = r"INFO fsm \d+: "
-
-
-def have_tcp_provider():
-    try:
-        r = subprocess.run(["fi_info", "-p", "tcp"], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, timeout=60,
-                           env=dict(os.environ, FI_PROVIDER="tcp"))
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0 and b"provider:" in r.stdout
 
 
 class Nodes(harness.ProcessTest):

@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 import harness  # noqa: E402
 import hp_operator as op  # noqa: E402
 import testbed  # noqa: E402
+from ipr_common import have_tcp_provider  # noqa: E402
 
 WORKER = os.path.join(HERE, "mh_gloo.py")
 PORT = 8080
@@ -53,16 +54,6 @@ IPR_TIMEOUT = 20
 RUN = r"^mh run rank (\d+) world (\d+) restart (\d+) pid (\d+) sum (\d+)$"
 # Numbers for the benchmark table, printed as one line per scenario.
 BENCH = os.environ.get("HP_MULTIHOST_BENCH")
-
-
-def have_tcp_provider():
-    try:
-        r = subprocess.run(["fi_info", "-p", "tcp"], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, timeout=60,
-                           env=dict(os.environ, FI_PROVIDER="tcp"))
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0 and b"provider:" in r.stdout
 
 
 class Cluster(harness.ProcessTest):
