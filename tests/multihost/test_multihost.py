@@ -195,6 +195,30 @@ class Cluster(harness.ProcessTest):
         self.wait_all(("running", "completed", "faulted"))
         return time.monotonic() - t0
 
+    def then_in_process_again(self, run):
+        """After a process-level fallback: the next /start (faultCount + 1)
+        gives run `run`; its one fault must be restarted in process (the
+        same worker pids in run + 1, no new process-level restart line),
+        then the job completes."""
+        self.wait_all("ready")
+        self.fault_count += 1
+        self.start_all()
+        first = self.worker_runs(run)
+        self.assert_run(first, run)
+        plr_before = [len(self.plr_lines(i)) for i in range(NHOSTS)]
+        self.wait_fault()
+        self.recover()
+        second = self.worker_runs(run + 1)
+        self.assert_run(second, run + 1)
+        for rank in range(NHOSTS):
+            self.assertEqual(second[rank][1], first[rank][1],
+                             "rank %d: restart %d not in process"
+                             % (rank, run + 1))
+        self.finish()
+        for i in range(NHOSTS):
+            self.assertEqual(len(self.plr_lines(i)), plr_before[i],
+                             self.runs_of[i].tail(60))
+
     def finish(self):
         self.wait_all("completed")
         for i in range(NHOSTS):  # for the benchmark table (issue 13 §7)
@@ -373,23 +397,7 @@ class Cluster(harness.ProcessTest):
         h2.wait_line(r"process-level restart: cross-node peer table", T)
         self.assertLess(time.monotonic() - t_fault, IPR_TIMEOUT + 30)
         self.bed.link(2, True)
-        self.wait_all("ready")
-        self.fault_count += 1
-        self.start_all()
-        one = self.worker_runs(1)
-        self.assert_run(one, 1)
-        plr_before = [len(self.plr_lines(i)) for i in range(NHOSTS)]
-        self.wait_fault()
-        self.recover()
-        two = self.worker_runs(2)
-        self.assert_run(two, 2)
-        for rank in range(NHOSTS):
-            self.assertEqual(two[rank][1], one[rank][1],
-                             "rank %d: restart 2 not in process" % rank)
-        self.finish()
-        for i in range(NHOSTS):
-            self.assertEqual(len(self.plr_lines(i)), plr_before[i],
-                             self.runs_of[i].tail(60))
+        self.then_in_process_again(1)
         self.assertFalse(h2.matches(r"provider tcp.* on 127\."), h2.tail())
 
 
@@ -423,23 +431,8 @@ class Cluster(harness.ProcessTest):
         finally:
             if not healed:
                 self.bed.partition(2, False, PORT)
-        self.wait_all("ready")
-        self.fault_count += 1
-        self.start_all()
-        two = self.worker_runs(2)
-        self.assert_run(two, 2)
-        plr_before = [len(self.plr_lines(i)) for i in range(NHOSTS)]
-        self.wait_fault()
-        self.recover()
-        three = self.worker_runs(3)
-        self.assert_run(three, 3)
-        for rank in range(NHOSTS):
-            self.assertEqual(three[rank][1], two[rank][1],
-                             "rank %d: restart 3 not in process" % rank)
-        self.finish()
+        self.then_in_process_again(2)
         for i in range(NHOSTS):
-            self.assertEqual(len(self.plr_lines(i)), plr_before[i],
-                             self.runs_of[i].tail(60))
             self.assertFalse(self.runs_of[i].matches(
                 r"the first run starts without"), self.runs_of[i].tail(60))
 
