@@ -411,20 +411,28 @@ class IPCLockDown(harness.ProcessTest):
     uids, only a worker's own process speaks for its rank, and a client
     that never reads is dropped instead of growing the agent."""
 
-    def boot(self):
-        worker = os.path.join(self.tmp, "ipc_worker.py")
+    def operator_agent(self, source, flags=(), **kw):
+        """An operator-mode agent of 2 workers running `source`, and the
+        forging client beside it; returns the run, its API port and the
+        IPC socket's path."""
+        worker = os.path.join(self.tmp, "worker.py")
         with open(worker, "w") as f:
-            f.write(IPC_WORKER)
+            f.write(source)
         self.forge = os.path.join(self.tmp, "forge.py")
         with open(self.forge, "w") as f:
             f.write(FORGE)
         r = self.agent(["--rdzv-backend=hyperpod", "--nnodes=1",
-                        "--nproc-per-node", "2", "--inprocess-restart",
+                        "--nproc-per-node", "2", *flags,
                         "--no-python", sys.executable, worker],
-                       env=harness.base_env(TMPDIR=self.tmp),
-                       wrapper=["sh", "-c", 'umask 000; exec "$@"', "sh"])
+                       env=harness.base_env(TMPDIR=self.tmp), **kw)
         port = int(r.wait_line(r"operator API listening on http://127\.0\.0\.1:(\d+)", T).group(1))
         path = r.wait_line(r"worker IPC listening on (\S+)$", T).group(1)
+        return r, port, path
+
+    def boot(self):
+        r, port, path = self.operator_agent(
+            IPC_WORKER, ["--inprocess-restart"],
+            wrapper=["sh", "-c", 'umask 000; exec "$@"', "sh"])
         r.wait_lines(r"at the barrier, never reading", 2, T)
         op.wait_state(port, "ready", T)
         op.start(port, 0, 1, 0, "127.0.0.1", 29500)
@@ -483,18 +491,7 @@ class IPCLockDown(harness.ProcessTest):
         # ranks are owned by their workers' process groups too. Before,
         # only the IPR flow named the groups, so here any process of our
         # uid could register (and report checkpoints) as any rank.
-        worker = os.path.join(self.tmp, "plr_worker.py")
-        with open(worker, "w") as f:
-            f.write(PLR_WORKER)
-        self.forge = os.path.join(self.tmp, "forge.py")
-        with open(self.forge, "w") as f:
-            f.write(FORGE)
-        r = self.agent(["--rdzv-backend=hyperpod", "--nnodes=1",
-                        "--nproc-per-node", "2", "--no-python",
-                        sys.executable, worker],
-                       env=harness.base_env(TMPDIR=self.tmp))
-        port = int(r.wait_line(r"operator API listening on http://[0-9.]+:(\d+)", T).group(1))
-        path = r.wait_line(r"worker IPC listening on (\S+)$", T).group(1)
+        r, port, path = self.operator_agent(PLR_WORKER)
         op.wait_state(port, "ready", T)
         op.start(port, 0, 1, 0, "127.0.0.1", 29500)
         r.wait_lines(r"plr worker \d registered", 2, T)
