@@ -18,6 +18,8 @@ import subprocess
 import sys
 import unittest
 
+import unittest_main
+
 SRC = os.environ.get("HP_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("HP_BUILD_DIR", "")
@@ -532,9 +534,4 @@ def load_job():
 
 
 if __name__ == "__main__":
-    result = unittest.main(exit=False, verbosity=2).result
-    if not result.wasSuccessful():
-        sys.exit(1)
-    if result.testsRun and len(result.skipped) == result.testsRun:
-        sys.exit(77)
-    sys.exit(0)
+    unittest_main.run()

@@ -32,6 +32,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import debroot  # noqa: E402
+import unittest_main  # noqa: E402
 
 SRC = os.environ.get("HP_SOURCE_DIR") or os.path.abspath(os.path.join(HERE, "..", ".."))
 CHECKOUT = "/root/hyperpodrun"  # where the newcomer cloned it, inside the root
@@ -241,9 +242,4 @@ def _on_term(signo, frame):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _on_term)
-    result = unittest.main(exit=False, verbosity=2).result
-    if not result.wasSuccessful():
-        sys.exit(1)
-    if result.testsRun and len(result.skipped) == result.testsRun:
-        sys.exit(77)
-    sys.exit(0)
+    unittest_main.run()

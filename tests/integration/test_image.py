@@ -46,6 +46,7 @@ sys.path.insert(0, HERE)
 import debroot  # noqa: E402
 import dockerd  # noqa: E402
 import hp_operator  # noqa: E402
+import unittest_main  # noqa: E402
 
 SRC = os.environ.get("HP_SOURCE_DIR") or os.path.abspath(os.path.join(HERE, "..", ".."))
 IMAGE = "hyperpodrun:latest"
@@ -384,9 +385,4 @@ def _on_term(signo, frame):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _on_term)
-    result = unittest.main(exit=False, verbosity=2).result
-    if not result.wasSuccessful():
-        sys.exit(1)
-    if result.testsRun and len(result.skipped) == result.testsRun:
-        sys.exit(77)
-    sys.exit(0)
+    unittest_main.run()
