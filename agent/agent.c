@@ -559,11 +559,12 @@ static void spawn_failed(struct hp_agent *a, int local_rank,
 static void spawn_group(struct hp_agent *a)
 {
 	char **argv = worker_argv(a);
-	int *errfd = xcalloc((size_t)a->nproc, sizeof(int));
+	struct hp_spawn_child *kids =
+		xcalloc((size_t)a->nproc, sizeof(*kids));
 	int failed_rc = 0;
 	a->stage = STAGE_TRAIN;
 	for (int i = 0; i < a->nproc; i++)
-		errfd[i] = -1;
+		kids[i].errfd = -1;
 	sigset_t reset;
 	hp_worker_signals_set(&reset);
 	for (int i = 0; i < a->nproc; i++) {
@@ -583,7 +584,8 @@ static void spawn_group(struct hp_agent *a)
 					      .keep_pgrp = a->tty_fg,
 					      .reset = &reset,
 					      .fs = hp_logs_rank_fs(a->logs, i)};
-			rc = hp_worker_spawn_begin(&sp, &w->pid, &errfd[i]);
+			rc = hp_worker_spawn_begin(&sp, &kids[i]);
+			w->pid = kids[i].pid;
 			hp_logs_started_rank(a->logs, i);
 		}
 		hp_env_free(envp);
@@ -598,10 +600,10 @@ static void spawn_group(struct hp_agent *a)
 	}
 	for (int i = 0; i < a->nproc; i++) {
 		struct worker *w = &a->workers[i];
-		if (errfd[i] < 0)
+		if (kids[i].errfd < 0)
 			continue;
 		enum hp_spawn_step step = HP_SPAWN_EXEC;
-		int rc = hp_worker_spawn_end(w->pid, errfd[i], &step);
+		int rc = hp_worker_spawn_end(&kids[i], &step);
 		if (rc < 0) {
 			/* the child is reaped already */
 			w->pid = 0;
@@ -618,7 +620,7 @@ static void spawn_group(struct hp_agent *a)
 				 (int)w->pid);
 		}
 	}
-	free(errfd);
+	free(kids);
 	free_strv(argv);
 	a->spawn_starved = failed_rc == -EMFILE || failed_rc == -ENFILE ||
 			   failed_rc == -EAGAIN || failed_rc == -ENOMEM;

@@ -64,12 +64,20 @@ int hp_worker_spawn(const struct hp_spawn *sp, pid_t *pid,
 		    enum hp_spawn_step *step);
 
 /* The same in two halves, so that a group of N children make their files
- * and exec in parallel: begin forks and returns at once with the child's
- * status fd; end waits for the exec (0) or its failure (-errno, child
- * reaped, *step set). Nothing may reap in between (the agent calls both
- * from one loop callback). */
-int hp_worker_spawn_begin(const struct hp_spawn *sp, pid_t *pid, int *errfd);
-int hp_worker_spawn_end(pid_t pid, int errfd, enum hp_spawn_step *step);
+ * and exec in parallel: begin starts the child and returns at once; end
+ * waits for the exec (0) or its failure (-errno, child reaped, *step set)
+ * and frees what begin took. Nothing may reap in between (the agent calls
+ * both from one loop callback). sp and what it points to may be freed as
+ * soon as begin returns. */
+struct hp_spawn_child {
+	pid_t pid;
+	int errfd;      /* the child's status pipe */
+	void *mem;      /* its stack and arguments (clone path) */
+	size_t mem_len;
+};
+int hp_worker_spawn_begin(const struct hp_spawn *sp,
+			  struct hp_spawn_child *c);
+int hp_worker_spawn_end(struct hp_spawn_child *c, enum hp_spawn_step *step);
 
 /* The path a failed step was about (NULL for exec and dup2). */
 const char *hp_spawn_step_path(const struct hp_spawn_fs *fs,
