@@ -428,17 +428,48 @@ static struct clone_blk *clone_blk_new(const struct hp_spawn *sp, int errpipe,
 	return b;
 }
 
-/* clone, or fork: decided once */
+/* clone, or fork: decided once, and fork for good once a clone was
+ * refused (qemu-user accepts CLONE_VM only for threads; a seccomp
+ * profile may refuse it) */
+static int clone_ok = -1;
+
 static bool use_clone(void)
 {
-	static int decided = -1;
-	if (decided < 0) {
+	if (clone_ok < 0) {
 		const char *mode = getenv("HYPERPODRUN_SPAWN");
 		const char *pre = getenv("LD_PRELOAD");
-		decided = !(mode && strcmp(mode, "fork") == 0) &&
-			  !(pre && strstr(pre, "vgpreload"));
+		clone_ok = !(mode && strcmp(mode, "fork") == 0) &&
+			   !(pre && strstr(pre, "vgpreload"));
 	}
-	return decided;
+	return clone_ok;
+}
+
+/* The clone itself: the child's pid, or -1 with *err set (and clone_ok
+ * cleared when the kernel or a sandbox refused the flags). */
+static pid_t clone_spawn(const struct hp_spawn *sp, int errpipe, pid_t parent,
+			 struct hp_spawn_child *out, int *err)
+{
+	size_t len;
+	struct clone_blk *b = clone_blk_new(sp, errpipe, parent, &len);
+	if (!b) {
+		*err = errno;
+		return -1;
+	}
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid_t c = clone(clone_child, (char *)b + len, CLONE_VM | SIGCHLD, b);
+	*err = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (c < 0) {
+		munmap(b, len);
+		if (*err == EINVAL || *err == ENOSYS || *err == EPERM)
+			clone_ok = 0;
+		return -1;
+	}
+	out->mem = b;
+	out->mem_len = len;
+	return c;
 }
 #endif /* HP_HAVE_CLONE_SPAWN */
 
@@ -456,29 +487,12 @@ int hp_worker_spawn_begin(const struct hp_spawn *sp,
 	sigset_t all, old;
 	sigfillset(&all);
 	pid_t parent = getpid();
-	pid_t c;
-	int spawn_errno;
+	pid_t c = -1;
+	int spawn_errno = 0;
 #if HP_HAVE_CLONE_SPAWN
-	if (use_clone()) {
-		size_t len;
-		struct clone_blk *b = clone_blk_new(sp, p[1], parent, &len);
-		if (!b) {
-			spawn_errno = errno;
-			close(p[0]);
-			close(p[1]);
-			return -spawn_errno;
-		}
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		c = clone(clone_child, (char *)b + len, CLONE_VM | SIGCHLD, b);
-		spawn_errno = errno;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (c < 0)
-			munmap(b, len);
-		else {
-			out->mem = b;
-			out->mem_len = len;
-		}
-	} else
+	if (use_clone())
+		c = clone_spawn(sp, p[1], parent, out, &spawn_errno);
+	if (!use_clone()) /* off, or refused just now */
 #endif
 	{
 		pthread_sigmask(SIG_SETMASK, &all, &old);

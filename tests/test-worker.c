@@ -19,6 +19,11 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 #include <cmocka.h>
 
@@ -370,6 +375,61 @@ static void test_group_of_64(void **state)
 		assert_int_equal(wait_exit(c[i].pid), i);
 }
 
+/* Where the kernel or a sandbox refuses clone(CLONE_VM) without
+ * CLONE_THREAD (qemu-user does, with EINVAL), workers still start, by
+ * fork(), and keep starting. A seccomp filter refuses it here, in a child
+ * process of the test, so the filter dies with it. */
+static void test_refused_clone_falls_back_to_fork(void **state)
+{
+	(void)state;
+	const char *pre = getenv("LD_PRELOAD");
+	if (pre && strstr(pre, "vgpreload"))
+		skip(); /* valgrind runs neither the filter nor such a clone */
+	pid_t t = fork();
+	assert_true(t >= 0);
+	if (t == 0) {
+		struct sock_filter f[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+				 offsetof(struct seccomp_data, nr)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 3),
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+				 offsetof(struct seccomp_data, args[0])),
+			BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_VM, 0, 1),
+			BPF_STMT(BPF_RET | BPF_K,
+				 SECCOMP_RET_ERRNO | (EINVAL & SECCOMP_RET_DATA)),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = {.len = HP_ARRAY_LEN(f), .filter = f};
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+		    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+			_exit(10);
+		/* the filter works: a CLONE_VM clone is refused */
+		if (syscall(SYS_clone, CLONE_VM | SIGCHLD, 0, 0, 0, 0) != -1 ||
+		    errno != EINVAL)
+			_exit(11);
+		for (int i = 0; i < 3; i++) {
+			char **argv = strv("/bin/sh", "-c", "exit 5", NULL);
+			char **envp = strv("A=1", NULL);
+			struct hp_spawn sp = {.argv = argv, .envp = envp,
+					      .stdout_fd = -1,
+					      .stderr_fd = -1};
+			struct hp_spawn_child c;
+			if (hp_worker_spawn_begin(&sp, &c) != 0)
+				_exit(12);
+			burn(argv);
+			burn(envp);
+			if (hp_worker_spawn_end(&c, NULL) != 0)
+				_exit(13);
+			int st;
+			if (waitpid(c.pid, &st, 0) != c.pid || !WIFEXITED(st) ||
+			    WEXITSTATUS(st) != 5)
+				_exit(14);
+		}
+		_exit(0);
+	}
+	assert_int_equal(wait_exit(t), 0);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -397,6 +457,7 @@ int main(void)
 		cmocka_unit_test(test_unmakeable_dir),
 		cmocka_unit_test(test_group_and_signals),
 		cmocka_unit_test(test_group_of_64),
+		cmocka_unit_test(test_refused_clone_falls_back_to_fork),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
