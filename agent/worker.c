@@ -1,9 +1,11 @@
-/* worker.c — the one fork() in hyperpodrun. Between fork and exec the child
- * makes only async-signal-safe calls: its process group, signals, its log
- * directories and files, exec. Signals are blocked around fork so that no
- * handler runs in the child before its dispositions are reset (libuv's
- * process.c does the same). Never reaps a worker that exec'd: that is
- * agent.c's job. */
+/* worker.c — the one place hyperpodrun starts a process: clone(CLONE_VM)
+ * on a stack of the child's own (below), or fork() where that is not
+ * possible. Between start and exec the child does only its process group,
+ * signals, its log directories and files, exec: on the clone path by raw
+ * system calls, on the fork path by async-signal-safe ones. Signals are
+ * blocked around the start so that no handler runs in the child before its
+ * dispositions are reset (libuv's process.c does the same). Never reaps a
+ * worker that exec'd: that is agent.c's job. */
 #include "worker.h"
 
 #include <dirent.h>

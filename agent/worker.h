@@ -1,5 +1,6 @@
-/* worker.h — fork/exec of ONE child process (a worker, or a pre/post-train
- * script). It holds the only fork() in the tree. The child resets its
+/* worker.h — start/exec of ONE child process (a worker, or a pre/post-train
+ * script): the only process start in the tree (clone(CLONE_VM), else
+ * fork(); worker.c says when). The child resets its
  * signal mask and dispositions, becomes its own process group leader, asks
  * for SIGKILL when the agent dies, makes its log directories and files,
  * and reports a failure before exec through a close-on-exec pipe. Reaping
