@@ -15,6 +15,11 @@ interleaved with the idle agent (--rounds rounds, medians printed):
   fastapi  a FastAPI app under uvicorn, the reference agent's stack
 Ratios printed: agent/nginx req/s (target >= 1.0), agent/nginx p99
 (target <= 1.2), agent/fastapi req/s, storm/idle req/s (target >= 0.8).
+The p99 is also measured at the same offered load: bench_status_client.c
+paced at half nginx's closed-loop req/s, each latency counted from when its
+request was due, the idle agent and nginx interleaved. In a closed loop the
+faster server runs at a higher rate, where its thread and the client's two
+compete for 2 cores, and its tail is the scheduler's.
 The storm's anchor: nginx's req/s while floor.c (beside this file) forks,
 execs and reaps the same two /bin/false at the restarts/s the agent's storm
 reached, over nginx's idle req/s measured next to it: what is left of the
@@ -245,14 +250,34 @@ def build_client(tmp):
     return exe
 
 
-def run_c(exe, port, args):
+def run_c(exe, port, args, rate=None):
     out = subprocess.run([exe, "127.0.0.1", str(port), "/status", str(args.connections),
-                          str(args.threads), str(args.duration)],
+                          str(args.threads), str(args.duration)] +
+                         ([f"{rate:.0f}"] if rate else []),
                          capture_output=True, text=True, check=True).stdout
     f = dict(zip(out.split()[0::2], out.split()[1::2]))
     return {"requests": int(f["requests"]), "rps": float(f["rps"]),
             "p50_ms": int(f["p50_us"]) / 1e3, "p99_ms": int(f["p99_us"]) / 1e3,
             "max_ms": float(f["max_us"]) / 1e3, "errors": int(f["errors"])}
+
+
+def paced_rounds(tmp, cexe, agent_port, procs, peers, args):
+    """p99 at the same offered load: the C client paced (wrk2's way: each
+    latency from when its request was due) at half of nginx's closed-loop
+    req/s, the idle agent and nginx interleaved, --rounds rounds. A closed
+    loop measures a faster server at a higher rate, where the client's
+    threads and the server's compete for the 2 cores; here both serve the
+    same rate. Returns (rate, agent rows, nginx rows) or None without
+    nginx."""
+    if "nginx" not in procs or not peers.get("nginx"):
+        return None
+    exe = cexe or build_client(tmp)
+    rate = 0.5 * sorted(r["rps"] for r in peers["nginx"])[len(peers["nginx"]) // 2]
+    out = {"agent": [], "nginx": []}
+    for _ in range(args.rounds):
+        for name, port in (("agent", agent_port), ("nginx", procs["nginx"][1])):
+            out[name].append(run_c(exe, port, args, rate))
+    return rate, out["agent"], out["nginx"]
 
 
 def storm_anchor(tmp, body_file, load, rate, args):
@@ -360,6 +385,7 @@ def main():
                     r = load(port)
                     r.update(restarts_per_s=0.0, agent_cpu_us_per_req=float("nan"), alive=True)
                     peers[pname].append(r)
+            paced = paced_rounds(tmp, cexe, agent.port, procs, peers, args)
         finally:
             for proc, _ in procs.values():
                 os.killpg(proc.pid, 15)
@@ -411,6 +437,14 @@ def main():
         if r["scenario"] == "nginx":
             line += "  (targets: req/s >= 1.0, p99 <= 1.2)"
         print(line)
+    if paced:
+        rate, pa, pn = paced
+        a, n = median_row(pa), median_row(pn)
+        print(f"paced at {rate:.0f} req/s (half nginx's), C client, {args.connections} "
+              f"connections: agent p50 {a['p50_ms']:.3f} p99 {a['p99_ms']:.3f} ms "
+              f"({a['rps']:.0f} req/s), nginx p50 {n['p50_ms']:.3f} p99 {n['p99_ms']:.3f} ms "
+              f"({n['rps']:.0f} req/s); agent/nginx p99 {a['p99_ms'] / n['p99_ms']:.2f} "
+              f"(target <= 1.2)")
     print(json.dumps(rows + peer_rows))
     shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1

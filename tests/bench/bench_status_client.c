@@ -4,13 +4,20 @@
  * histogram. Prints one line: "requests N errors E seconds S rps R p50_us
  * P p99_us Q max_us M". Loopback HTTP/1.1 only: it parses just the status
  * line and Content-Length. Not part of the build; the bench compiles it.
- * usage: bench_status_client HOST PORT PATH CONNS THREADS SECONDS */
+ * With RATE, the load is paced instead (wrk2's way): each connection's
+ * requests are due at fixed times, RATE a second over all connections,
+ * sent when due or when the previous reply is in, whichever is later, and
+ * each latency counts from when the request was due, so a server that
+ * falls behind pays for the requests it delayed: the p99 of two servers
+ * at the same offered load.
+ * usage: bench_status_client HOST PORT PATH CONNS THREADS SECONDS [RATE] */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +31,9 @@
 
 struct conn {
 	int fd;
-	double sent;
+	double sent; /* when the request in flight was due (paced) or sent */
+	double due;  /* paced: when the next one is due */
+	bool busy;   /* a request is in flight */
 	char buf[65536];
 	size_t len;
 };
@@ -41,6 +50,7 @@ static struct sockaddr_in addr;
 static char request[512];
 static size_t request_len;
 static double end_time;
+static double interval; /* paced: seconds between one connection's requests */
 
 static double now(void)
 {
@@ -66,8 +76,32 @@ static int open_conn(void)
 static int send_req(struct conn *c)
 {
 	c->len = 0;
-	c->sent = now();
+	c->busy = true;
+	if (interval > 0) {
+		c->sent = c->due;
+		c->due += interval;
+	} else {
+		c->sent = now();
+	}
 	return write(c->fd, request, request_len) == (ssize_t)request_len ? 0 : -1;
+}
+
+/* Paced: sends every idle connection's due request; returns how long
+ * until the next one is due (seconds; 1 when none is idle). */
+static double send_due(struct conn *cs, int n, struct worker *w)
+{
+	double t = now(), next = 1;
+	for (int i = 0; i < n; i++) {
+		if (cs[i].busy)
+			continue;
+		if (cs[i].due <= t) {
+			if (send_req(&cs[i]) < 0)
+				w->errors++;
+		} else if (cs[i].due - t < next) {
+			next = cs[i].due - t;
+		}
+	}
+	return next;
 }
 
 /* 1: a whole reply is in the buffer (code in *code), 0: need more. */
@@ -95,9 +129,17 @@ static void *run(void *arg)
 	struct worker *w = arg;
 	int ep = epoll_create1(0);
 	struct conn *cs = calloc((size_t)w->nconn, sizeof(*cs));
+	double start = now();
 	for (int i = 0; i < w->nconn; i++) {
 		cs[i].fd = open_conn();
-		if (cs[i].fd < 0 || send_req(&cs[i]) < 0) {
+		/* spread the connections' schedules over one interval */
+		cs[i].due = start + interval * i / w->nconn;
+		if (interval > 0) {
+			if (cs[i].fd < 0) {
+				perror("connect");
+				exit(1);
+			}
+		} else if (cs[i].fd < 0 || send_req(&cs[i]) < 0) {
 			perror("connect");
 			exit(1);
 		}
@@ -106,7 +148,15 @@ static void *run(void *arg)
 	}
 	struct epoll_event evs[256];
 	while (now() < end_time) {
-		int n = epoll_wait(ep, evs, 256, 100);
+		int n;
+		if (interval > 0) {
+			double wait = send_due(cs, w->nconn, w);
+			struct timespec ts = {(time_t)wait,
+					      (long)((wait - (double)(time_t)wait) * 1e9)};
+			n = epoll_pwait2(ep, evs, 256, &ts, NULL);
+		} else {
+			n = epoll_wait(ep, evs, 256, 100);
+		}
 		for (int i = 0; i < n; i++) {
 			struct conn *c = evs[i].data.ptr;
 			ssize_t r = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
@@ -116,7 +166,8 @@ static void *run(void *arg)
 				epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
 				close(c->fd);
 				c->fd = open_conn();
-				if (c->fd < 0 || send_req(c) < 0) {
+				c->busy = false;
+				if (c->fd < 0 || (interval <= 0 && send_req(c) < 0)) {
 					perror("reconnect");
 					exit(1);
 				}
@@ -137,7 +188,8 @@ static void *run(void *arg)
 			if (code != 200)
 				w->errors++;
 			w->done++;
-			if (send_req(c) < 0)
+			c->busy = false;
+			if (interval <= 0 && send_req(c) < 0)
 				w->errors++;
 		}
 	}
@@ -150,8 +202,9 @@ static void *run(void *arg)
 
 int main(int argc, char **argv)
 {
-	if (argc != 7) {
-		fprintf(stderr, "usage: %s HOST PORT PATH CONNS THREADS SECONDS\n", argv[0]);
+	if (argc != 7 && argc != 8) {
+		fprintf(stderr, "usage: %s HOST PORT PATH CONNS THREADS SECONDS [RATE]\n",
+			argv[0]);
 		return 2;
 	}
 	addr.sin_family = AF_INET;
@@ -163,6 +216,12 @@ int main(int argc, char **argv)
 	double secs = atof(argv[6]);
 	if (threads < 1 || conns < threads)
 		return 2;
+	if (argc == 8) {
+		double rate = atof(argv[7]);
+		if (rate <= 0)
+			return 2;
+		interval = conns / rate;
+	}
 	struct worker *ws = calloc((size_t)threads, sizeof(*ws));
 	double t0 = now();
 	end_time = t0 + secs;
