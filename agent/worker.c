@@ -135,6 +135,7 @@ void hp_worker_signals_set(sigset_t *set)
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <linux/futex.h>
 #else
 #define HP_HAVE_CLONE_SPAWN 0
 #endif
@@ -192,6 +193,10 @@ struct clone_blk {
 	unsigned char reset[NSIG]; /* signals to set back to SIG_DFL */
 	int errpipe;
 	pid_t parent;
+	/* nonzero until the child has left our address space: the kernel
+	 * clears it and wakes a futex on it (CLONE_CHILD_CLEARTID) in execve
+	 * or exit, the signal pthread_join frees a stack on */
+	pid_t left_mm;
 	char pathbuf[4096 + 256]; /* a PATH candidate */
 };
 
@@ -200,8 +205,11 @@ struct clone_blk {
 CHILD_CODE static size_t c_strlen(const char *s)
 {
 	size_t n = 0;
-	while (s[n])
+	while (s[n]) {
 		n++;
+		/* no strlen() call: gcc >= 12 turns this loop into one */
+		__asm__("" : "+r"(n));
+	}
 	return n;
 }
 
@@ -235,8 +243,9 @@ CHILD_CODE static long c_exec1(struct clone_blk *b, const char *file)
 		char *arg0 = b->argv[0];
 		sh[0] = (char *)"/bin/sh";
 		b->argv[0] = (char *)file;
-		raw_sc(SYS_execve, (long)"/bin/sh", (long)sh, (long)b->envp,
-		       0);
+		/* as glibc: the shell's error is the one that counts */
+		rc = raw_sc(SYS_execve, (long)"/bin/sh", (long)sh,
+			    (long)b->envp, 0);
 		b->argv[0] = arg0;
 	}
 	return rc;
@@ -264,12 +273,18 @@ CHILD_CODE static long c_execvpe(struct clone_blk *b)
 		size_t dl = (size_t)(e - p);
 		if (dl < sizeof(b->pathbuf) - flen - 2) {
 			char *o = b->pathbuf;
-			for (size_t i = 0; i < dl; i++)
+			/* the empty asm keeps gcc from making these loops
+			 * memcpy() calls, as it made c_strlen's strlen() */
+			for (size_t i = 0; i < dl; i++) {
 				*o++ = p[i];
+				__asm__("" : "+r"(o));
+			}
 			if (dl)
 				*o++ = '/';
-			for (size_t i = 0; i <= flen; i++)
+			for (size_t i = 0; i <= flen; i++) {
 				*o++ = file[i];
+				__asm__("" : "+r"(o));
+			}
 			rc = c_exec1(b, b->pathbuf);
 			switch (rc) {
 			case -EACCES:
@@ -425,8 +440,14 @@ static struct clone_blk *clone_blk_new(const struct hp_spawn *sp, int errpipe,
 			continue;
 		b->reset[b->nreset++] = (unsigned char)sig;
 	}
+	/* glibc's own two (SIGCANCEL, SIGSETXID), which no sigset_t of its
+	 * holds: their handler must not run in the child either */
+	if (sp->reset)
+		for (int sig = 32; sig <= 33 && sig < NSIG; sig++)
+			b->reset[b->nreset++] = (unsigned char)sig;
 	b->errpipe = errpipe;
 	b->parent = parent;
+	b->left_mm = -1;
 	return b;
 }
 
@@ -457,12 +478,15 @@ static pid_t clone_spawn(const struct hp_spawn *sp, int errpipe, pid_t parent,
 		*err = errno;
 		return -1;
 	}
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pid_t c = clone(clone_child, (char *)b + len, CLONE_VM | SIGCHLD, b);
+	/* every signal blocked, glibc's two included (its sigfillset leaves
+	 * them out), as posix_spawn does: the child starts with this mask */
+	unsigned long all = ~0UL, old = 0;
+	raw_sc(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, (long)&old, 8);
+	pid_t c = clone(clone_child, (char *)b + len,
+			CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD, b, NULL, NULL,
+			&b->left_mm);
 	*err = errno;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	raw_sc(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8);
 	if (c < 0) {
 		munmap(b, len);
 		if (*err == EINVAL || *err == ENOSYS || *err == EPERM)
@@ -485,6 +509,22 @@ int hp_worker_spawn_begin(const struct hp_spawn *sp,
 	out->mem_len = 0;
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
+	/* the child's dup3s onto 1 and 2 must not close its end early: that
+	 * EOF would read as "exec'd" (and, on the clone path, unmap the
+	 * stack it runs on) */
+	for (int i = 0; i < 2; i++) {
+		if (p[i] > STDERR_FILENO)
+			continue;
+		int fd = fcntl(p[i], F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+		if (fd < 0) {
+			int e = errno;
+			close(p[0]);
+			close(p[1]);
+			return -e;
+		}
+		close(p[i]);
+		p[i] = fd;
+	}
 
 	sigset_t all, old;
 	sigfillset(&all);
@@ -542,8 +582,15 @@ int hp_worker_spawn_end(struct hp_spawn_child *c, enum hp_spawn_step *step)
 	 * left our address space (or it died, which also leaves it); an
 	 * error: the child is reaped. Its stack is free either way. */
 #if HP_HAVE_CLONE_SPAWN
-	if (c->mem)
+	if (c->mem) {
+		/* not the EOF: the child may have closed its end itself */
+		struct clone_blk *b = c->mem;
+		pid_t v;
+		while ((v = __atomic_load_n(&b->left_mm, __ATOMIC_ACQUIRE)))
+			syscall(SYS_futex, &b->left_mm, FUTEX_WAIT, v, NULL,
+				NULL, 0); /* shared: the kernel's wake is */
 		munmap(c->mem, c->mem_len);
+	}
 #endif
 	c->mem = NULL;
 	return rc;
