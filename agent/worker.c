@@ -1,9 +1,9 @@
 /* worker.c — the one place hyperpodrun starts a process: clone(CLONE_VM)
  * on a stack of the child's own (below), or fork() where that is not
- * possible. Between start and exec the child does only its process group,
- * signals, its log directories and files, exec: on the clone path by raw
- * system calls, on the fork path by async-signal-safe ones. Signals are
- * blocked around the start so that no handler runs in the child before its
+ * possible. Either way the child runs child_main() on a private copy of
+ * its arguments and does only its process group, signals, its log
+ * directories and files, exec, by raw system calls. Signals are blocked
+ * around the start so that no handler runs in the child before its
  * dispositions are reset (libuv's process.c does the same). Never reaps a
  * worker that exec'd: that is agent.c's job. */
 #include "worker.h"
@@ -16,84 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* The child's part of sp->fs; returns the failed step (errno set) or
- * HP_SPAWN_EXEC when all went well. Async-signal-safe calls only. */
-static enum hp_spawn_step child_fs(const struct hp_spawn_fs *fs)
-{
-	bool existed = false;
-	for (int i = 0; i < 2; i++) {
-		if (!fs->dirs[i])
-			continue;
-		existed = mkdir(fs->dirs[i], 0755) < 0;
-		if (existed && errno != EEXIST)
-			return (enum hp_spawn_step)(HP_SPAWN_DIR0 + i);
-	}
-	if (existed && fs->stale)
-		unlink(fs->stale);
-	for (int s = 0; s < 2; s++) {
-		if (!fs->files[s])
-			continue;
-		int fd = open(fs->files[s],
-			      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd < 0)
-			return (enum hp_spawn_step)(HP_SPAWN_FILE0 + s);
-		if (fs->dup[s]) {
-			if (dup2(fd, s + 1) < 0)
-				return HP_SPAWN_DUP;
-		}
-		close(fd); /* the dup2'd copy stays */
-	}
-	return HP_SPAWN_EXEC;
-}
-
-static HP_NORETURN void child(const struct hp_spawn *sp, int errpipe,
-			      pid_t parent)
-{
-	/* Our own process group, so the agent signals the worker and every
-	 * process it starts at once, and a terminal's ^C reaches only us;
-	 * at a terminal, the agent's (foreground) group instead. */
-	if (!sp->keep_pgrp)
-		setpgid(0, 0);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid() != parent)
-		_exit(127); /* the agent died before prctl took effect */
-
-	/* every handler and SIG_IGN back to the default while the mask
-	 * still blocks all: none of the agent's handlers may run here */
-	for (int sig = 1; sig < NSIG; sig++) {
-		if (sig == SIGKILL || sig == SIGSTOP)
-			continue;
-		if (sp->reset && sigismember(sp->reset, sig) != 1)
-			continue;
-		signal(sig, SIG_DFL);
-	}
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-
-	enum hp_spawn_step step = HP_SPAWN_EXEC;
-	if (sp->fs) {
-		step = child_fs(sp->fs);
-		if (step != HP_SPAWN_EXEC)
-			goto fail;
-	}
-	step = HP_SPAWN_DUP;
-	if (sp->stdout_fd >= 0 && dup2(sp->stdout_fd, STDOUT_FILENO) < 0)
-		goto fail;
-	if (sp->stderr_fd >= 0 && dup2(sp->stderr_fd, STDERR_FILENO) < 0)
-		goto fail;
-
-	step = HP_SPAWN_EXEC;
-	execvpe(sp->argv[0], sp->argv, sp->envp);
-fail:;
-	int msg[2] = {errno > 0 ? errno : EIO, (int)step};
-	while (write(errpipe, msg, sizeof(msg)) < 0 && errno == EINTR)
-		;
-	_exit(127);
-}
 
 void hp_worker_signals_set(sigset_t *set)
 {
@@ -109,7 +33,7 @@ void hp_worker_signals_set(sigset_t *set)
 	}
 }
 
-/* --- the clone(CLONE_VM) path -----------------------------------------
+/* --- the child and its start --------------------------------------------
  *
  * fork() copies the agent's page tables (two threads, libevent, libuv: a
  * few MB mapped) and makes every page the agent then writes copy-on-write:
@@ -122,34 +46,41 @@ void hp_worker_signals_set(sigset_t *set)
  *
  * Sharing memory with a running agent, the child must touch nothing the
  * agent uses: it reads one block (struct clone_blk) that the agent filled
- * and does not touch again until the child has exec'd or died (the status
- * pipe's EOF, or its reaping), and it calls the kernel directly: a libc
- * wrapper would set errno, which is the agent's (the child shares the
- * calling thread's TLS). Its signals stay blocked until every handled one
+ * and does not touch again until the child has exec'd or died (the
+ * kernel clears its CLONE_CHILD_CLEARTID word), and it calls the kernel
+ * directly: a libc wrapper would set errno, which is the agent's (the
+ * child shares the calling thread's TLS). Its signals stay blocked until every handled one
  * is back at SIG_DFL, so none of the agent's handlers runs in it. Where
  * the architecture has no raw-syscall stub here, under valgrind (which
- * refuses such a clone) or with HYPERPODRUN_SPAWN=fork, fork() is used. */
+ * refuses such a clone), with HYPERPODRUN_SPAWN=fork or once a clone was
+ * refused, fork() starts the same child_main() on a copy of the block. */
 
-#if defined(__x86_64__) || defined(__aarch64__)
-#define HP_HAVE_CLONE_SPAWN 1
+#include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <linux/futex.h>
+
+#if defined(__x86_64__) || defined(__aarch64__)
+#define HP_HAVE_CLONE_SPAWN 1
 #else
 #define HP_HAVE_CLONE_SPAWN 0
 #endif
 
-#if HP_HAVE_CLONE_SPAWN
 #if defined(__clang__) || __GNUC__ >= 8
 #define CHILD_CODE __attribute__((no_sanitize("address", "undefined")))
 #else
 #define CHILD_CODE
 #endif
 
+/* A system call that returns -errno and writes no errno: the stubs below,
+ * or, where there are none (and so no clone path: only a forked child,
+ * whose errno is its own, runs the child code), libc's syscall(). */
 CHILD_CODE static inline long raw_sc(long n, long a, long b, long c, long d)
 {
-#if defined(__x86_64__)
+#if !HP_HAVE_CLONE_SPAWN
+	long r = syscall(n, a, b, c, d);
+	return r < 0 ? -errno : r;
+#elif defined(__x86_64__)
 	long ret;
 	register long r10 __asm__("r10") = d;
 	__asm__ volatile("syscall"
@@ -307,7 +238,8 @@ CHILD_CODE static long c_execvpe(struct clone_blk *b)
 	return eacces ? -EACCES : rc;
 }
 
-CHILD_CODE static int clone_child(void *arg)
+/* The child, started by clone or fork: never returns. */
+CHILD_CODE static int child_main(void *arg)
 {
 	struct clone_blk *b = arg;
 	if (!b->keep_pgrp)
@@ -458,6 +390,8 @@ static int clone_ok = -1;
 
 static bool use_clone(void)
 {
+	if (!HP_HAVE_CLONE_SPAWN)
+		return false;
 	if (clone_ok < 0) {
 		const char *mode = getenv("HYPERPODRUN_SPAWN");
 		const char *pre = getenv("LD_PRELOAD");
@@ -466,38 +400,6 @@ static bool use_clone(void)
 	}
 	return clone_ok;
 }
-
-/* The clone itself: the child's pid, or -1 with *err set (and clone_ok
- * cleared when the kernel or a sandbox refused the flags). */
-static pid_t clone_spawn(const struct hp_spawn *sp, int errpipe, pid_t parent,
-			 struct hp_spawn_child *out, int *err)
-{
-	size_t len;
-	struct clone_blk *b = clone_blk_new(sp, errpipe, parent, &len);
-	if (!b) {
-		*err = errno;
-		return -1;
-	}
-	/* every signal blocked, glibc's two included (its sigfillset leaves
-	 * them out), as posix_spawn does: the child starts with this mask */
-	unsigned long all = ~0UL, old = 0;
-	raw_sc(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, (long)&old, 8);
-	pid_t c = clone(clone_child, (char *)b + len,
-			CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD, b, NULL, NULL,
-			&b->left_mm);
-	*err = errno;
-	raw_sc(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8);
-	if (c < 0) {
-		munmap(b, len);
-		if (*err == EINVAL || *err == ENOSYS || *err == EPERM)
-			clone_ok = 0;
-		return -1;
-	}
-	out->mem = b;
-	out->mem_len = len;
-	return c;
-}
-#endif /* HP_HAVE_CLONE_SPAWN */
 
 int hp_worker_spawn_begin(const struct hp_spawn *sp,
 			  struct hp_spawn_child *out)
@@ -525,24 +427,44 @@ int hp_worker_spawn_begin(const struct hp_spawn *sp,
 		close(p[i]);
 		p[i] = fd;
 	}
+	size_t len;
+	struct clone_blk *b = clone_blk_new(sp, p[1], getpid(), &len);
+	if (!b) {
+		int e = errno;
+		close(p[0]);
+		close(p[1]);
+		return -e;
+	}
 
-	sigset_t all, old;
-	sigfillset(&all);
-	pid_t parent = getpid();
+	/* every signal blocked, glibc's two included (its sigfillset leaves
+	 * them out), as posix_spawn does: the child starts with this mask */
+	unsigned long all = ~0UL, old = 0;
+	raw_sc(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, (long)&old, 8);
 	pid_t c = -1;
 	int spawn_errno = 0;
-#if HP_HAVE_CLONE_SPAWN
-	if (use_clone())
-		c = clone_spawn(sp, p[1], parent, out, &spawn_errno);
-	if (!use_clone()) /* off, or refused just now */
-#endif
-	{
-		pthread_sigmask(SIG_SETMASK, &all, &old);
+	bool cloned = false;
+	if (use_clone()) {
+		c = clone(child_main, (char *)b + len,
+			  CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD, b, NULL,
+			  NULL, &b->left_mm);
+		spawn_errno = errno;
+		cloned = c > 0;
+		if (c < 0 && (spawn_errno == EINVAL || spawn_errno == ENOSYS ||
+			      spawn_errno == EPERM))
+			clone_ok = 0; /* refused: fork, now and from now on */
+	}
+	if (!use_clone()) {
 		c = fork();
 		if (c == 0)
-			child(sp, p[1], parent);
+			child_main(b);
 		spawn_errno = errno;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	raw_sc(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8);
+	if (cloned) {
+		out->mem = b;
+		out->mem_len = len;
+	} else {
+		munmap(b, len); /* a forked child has its own copy */
 	}
 	close(p[1]);
 	if (c < 0) {
@@ -581,7 +503,6 @@ int hp_worker_spawn_end(struct hp_spawn_child *c, enum hp_spawn_step *step)
 	/* EOF: the CLOEXEC end closed on a successful exec, after the child
 	 * left our address space (or it died, which also leaves it); an
 	 * error: the child is reaped. Its stack is free either way. */
-#if HP_HAVE_CLONE_SPAWN
 	if (c->mem) {
 		/* not the EOF: the child may have closed its end itself */
 		struct clone_blk *b = c->mem;
@@ -591,7 +512,6 @@ int hp_worker_spawn_end(struct hp_spawn_child *c, enum hp_spawn_step *step)
 				NULL, 0); /* shared: the kernel's wake is */
 		munmap(c->mem, c->mem_len);
 	}
-#endif
 	c->mem = NULL;
 	return rc;
 }
