@@ -83,6 +83,16 @@ static char *read_file(const char *path)
 	return s;
 }
 
+/* Writes body to path (made or truncated, with mode). */
+static void make_file(const char *path, mode_t mode, const char *body)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	assert_true(fd >= 0);
+	size_t n = strlen(body);
+	assert_int_equal(write(fd, body, n), (ssize_t)n);
+	close(fd);
+}
+
 /* Runs argv with envp (both burnt after begin), its stdout on a pipe;
  * returns what it printed, *code its exit status. */
 static char *run(char **argv, char **envp, int *code)
@@ -184,9 +194,7 @@ static void test_not_executable(void **state)
 	(void)state;
 	char path[128];
 	snprintf(path, sizeof(path), "%s/plain", tmpdir);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	close(fd);
+	make_file(path, 0644, "");
 	expect_exec_error(path, EACCES);
 }
 
@@ -195,11 +203,7 @@ static void test_script_without_shebang(void **state)
 	(void)state;
 	char path[128];
 	snprintf(path, sizeof(path), "%s/noshebang", tmpdir);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
-	assert_true(fd >= 0);
-	const char body[] = "echo \"script $1\"\n";
-	assert_int_equal(write(fd, body, sizeof(body) - 1), sizeof(body) - 1);
-	close(fd);
+	make_file(path, 0755, "echo \"script $1\"\n");
 	int code;
 	char *out = run(strv(path, "arg", NULL), strv("X=1", NULL), &code);
 	assert_string_equal(out, "script arg\n");
@@ -256,10 +260,8 @@ static void test_log_files(void **state)
 			assert_int_equal(stat(stale, &sb), -1);
 			break;
 		}
-		int fd = open(stale, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-		assert_true(fd >= 0);
+		make_file(stale, 0644, "");
 		assert_int_equal(stat(stale, &sb), 0);
-		close(fd);
 	}
 }
 
@@ -268,9 +270,7 @@ static void test_unmakeable_dir(void **state)
 	(void)state;
 	char file[128], d0[160], d1[200];
 	snprintf(file, sizeof(file), "%s/afile", tmpdir);
-	int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	close(fd);
+	make_file(file, 0644, "");
 	snprintf(d0, sizeof(d0), "%s/sub", file);
 	snprintf(d1, sizeof(d1), "%s/0", d0);
 	struct hp_spawn_fs fs = {.dirs = {d0, d1}};
