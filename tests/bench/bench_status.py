@@ -272,7 +272,7 @@ def paced_rounds(tmp, cexe, agent_port, procs, peers, args):
     if "nginx" not in procs or not peers.get("nginx"):
         return None
     exe = cexe or build_client(tmp)
-    rate = 0.5 * sorted(r["rps"] for r in peers["nginx"])[len(peers["nginx"]) // 2]
+    rate = 0.5 * median_row(peers["nginx"])["rps"]
     out = {"agent": [], "nginx": []}
     for _ in range(args.rounds):
         for name, port in (("agent", agent_port), ("nginx", procs["nginx"][1])):
